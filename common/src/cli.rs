@@ -1,0 +1,46 @@
+//! Command-line flags, following the Prometheus exporter conventions.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::telemetry::{LogFormat, LogLevel};
+
+#[derive(Debug, Parser)]
+pub struct Cli {
+    /// YAML configuration file (accounts, regions, collector settings). Without one,
+    /// the default AWS credentials and region are used with default settings.
+    #[arg(long = "config.file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Validate the configuration file (and the web configuration file) and exit.
+    #[arg(long = "config.check")]
+    pub config_check: bool,
+    /// Address to listen on: host:port, or :port for every interface.
+    #[arg(long = "web.listen-address", value_name = "ADDRESS")]
+    pub listen_address: String,
+    /// Path under which to expose metrics.
+    #[arg(
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        default_value = "/metrics"
+    )]
+    pub telemetry_path: String,
+    /// Exporter-toolkit web configuration file (basic_auth_users).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// Only log messages at this level or above.
+    #[arg(long = "log.level", value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+    /// Log format.
+    #[arg(long = "log.format", value_enum, default_value = "logfmt")]
+    pub log_format: LogFormat,
+}
+
+/// `:9100` means every interface; anything else is host:port.
+pub fn listen_socket(addr: &str) -> String {
+    if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
+    }
+}

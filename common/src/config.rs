@@ -1,0 +1,603 @@
+//! The YAML configuration file: targets (accounts and regions) and per-collector
+//! settings. Values are validated while they are parsed, so the parser's error names
+//! the key and the line; checks that need the whole file name the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use crate::collector::QuotaSpec;
+
+/// A configuration error: which file, and what is wrong (the message names the key).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", file.display())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Accounts to cover; default: one account, the default credential chain.
+    #[serde(default)]
+    pub accounts: Option<NonEmpty<AccountConfig>>,
+    /// Regions to cover in every account; default: the default region chain.
+    #[serde(default)]
+    pub regions: Option<NonEmpty<Region>>,
+    /// Settings per collector, keyed by collector name.
+    #[serde(default)]
+    pub collectors: BTreeMap<String, CollectorConfig>,
+    /// How AWS calls are retried and timed out.
+    #[serde(default)]
+    pub aws: AwsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The 12-digit account ID; default: from the role ARN, else STS GetCallerIdentity.
+    #[serde(default)]
+    pub account_id: Option<AccountId>,
+    /// A role to assume in the account; default: use the base credentials as they are.
+    #[serde(default)]
+    pub role_arn: Option<RoleArn>,
+    #[serde(default)]
+    pub external_id: Option<NonEmptyString>,
+    #[serde(default)]
+    pub session_name: Option<SessionName>,
+    /// Limit overrides for this account only, by quota code; they win over the
+    /// collector-wide ones.
+    #[serde(default)]
+    pub limit_overrides: BTreeMap<String, LimitValue>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    pub refresh_interval: Dur,
+    pub limits_refresh_interval: Dur,
+    pub timeout: Dur,
+    pub max_staleness: Dur,
+    /// AWS API requests per second, shared per account, region and service.
+    pub rate_limit: Rate,
+    /// Limit overrides by quota code, for every account.
+    pub limit_overrides: BTreeMap<String, LimitValue>,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            refresh_interval: Dur(Duration::from_secs(300)),
+            limits_refresh_interval: Dur(Duration::from_secs(3600)),
+            timeout: Dur(Duration::from_secs(120)),
+            max_staleness: Dur(Duration::from_secs(1800)),
+            rate_limit: Rate(5.0),
+            limit_overrides: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// Attempts per request, the first included (retries on throttling and 5xx).
+    pub max_attempts: Attempts,
+    /// The first retry's backoff; later ones grow exponentially, with jitter.
+    pub initial_backoff: Dur,
+    /// One attempt's time limit.
+    pub attempt_timeout: Dur,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            max_attempts: Attempts(5),
+            initial_backoff: Dur(Duration::from_secs(1)),
+            attempt_timeout: Dur(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a file against the collectors of one exporter.
+    pub fn load(path: &Path, quotas: &[(&str, &[QuotaSpec])]) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        Config::parse(&text, quotas).map_err(err)
+    }
+
+    /// Parses and validates YAML text; the error message names the key.
+    pub fn parse(text: &str, quotas: &[(&str, &[QuotaSpec])]) -> Result<Config, String> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| e.to_string())?
+        };
+        config.validate(quotas)?;
+        Ok(config)
+    }
+
+    fn validate(&self, quotas: &[(&str, &[QuotaSpec])]) -> Result<(), String> {
+        for (name, c) in &self.collectors {
+            let Some((_, specs)) = quotas.iter().find(|(n, _)| n == name) else {
+                let known: Vec<&str> = quotas.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "collectors.{name}: unknown collector, expected one of: {}",
+                    known.join(", ")
+                ));
+            };
+            let key = format!("collectors.{name}");
+            if c.timeout.0 > c.refresh_interval.0 {
+                return Err(format!(
+                    "{key}.timeout: {} is longer than refresh_interval ({})",
+                    c.timeout, c.refresh_interval
+                ));
+            }
+            if c.max_staleness.0 < c.refresh_interval.0 {
+                return Err(format!(
+                    "{key}.max_staleness: {} is shorter than refresh_interval ({}), so every sample would be dropped",
+                    c.max_staleness, c.refresh_interval
+                ));
+            }
+            check_overrides(&format!("{key}.limit_overrides"), &c.limit_overrides, specs)?;
+        }
+        let all_specs: Vec<QuotaSpec> =
+            quotas.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+        let mut seen = BTreeSet::new();
+        for (i, a) in self.accounts.iter().flat_map(|a| a.0.iter()).enumerate() {
+            let key = format!("accounts[{i}]");
+            if let (Some(id), Some(arn)) = (&a.account_id, &a.role_arn) {
+                if id.0 != arn.account_id() {
+                    return Err(format!(
+                        "{key}.account_id: {} does not match the account of role_arn ({})",
+                        id.0,
+                        arn.account_id()
+                    ));
+                }
+            }
+            if a.role_arn.is_none() && (a.external_id.is_some() || a.session_name.is_some()) {
+                return Err(format!("{key}: external_id and session_name need role_arn"));
+            }
+            let identity = (
+                a.account_id.as_ref().map(|x| x.0.clone()),
+                a.role_arn.as_ref().map(|x| x.0.clone()),
+            );
+            if !seen.insert(identity) {
+                return Err(format!("{key}: the same account is listed twice"));
+            }
+            check_overrides(
+                &format!("{key}.limit_overrides"),
+                &a.limit_overrides,
+                &all_specs,
+            )?;
+        }
+        if let Some(regions) = &self.regions {
+            let mut seen = BTreeSet::new();
+            for (i, r) in regions.0.iter().enumerate() {
+                if !seen.insert(&r.0) {
+                    return Err(format!("regions[{i}]: {} is listed twice", r.0));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings of one collector, defaults filled in.
+    pub fn collector(&self, name: &str) -> CollectorConfig {
+        self.collectors.get(name).cloned().unwrap_or_default()
+    }
+}
+
+fn check_overrides(
+    key: &str,
+    overrides: &BTreeMap<String, LimitValue>,
+    specs: &[QuotaSpec],
+) -> Result<(), String> {
+    for code in overrides.keys() {
+        if !specs.iter().any(|s| s.quota_code == code) {
+            let known: Vec<&str> = specs.iter().map(|s| s.quota_code).collect();
+            return Err(format!(
+                "{key}.{code}: unknown quota code, expected one of: {}",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Deserializes a string and validates it with `check`, which returns the message.
+fn checked_string<'de, D: Deserializer<'de>>(
+    d: D,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check(&s).map_err(de::Error::custom)?;
+    Ok(s)
+}
+
+macro_rules! validated_string {
+    ($(#[$m:meta])* $name:ident, $check:expr) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub String);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                checked_string(d, $check).map($name)
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+validated_string!(
+    /// A 12-digit AWS account ID, written as a string (quote it in YAML).
+    AccountId,
+    check_account_id
+);
+validated_string!(
+    /// An IAM role ARN: `arn:<partition>:iam::<12 digits>:role/<path and name>`.
+    RoleArn,
+    check_role_arn
+);
+validated_string!(
+    /// An AWS region name such as `eu-west-1`.
+    Region,
+    check_region
+);
+validated_string!(
+    /// An STS role session name: 2 to 64 of `[\w+=,.@-]`.
+    SessionName,
+    check_session_name
+);
+validated_string!(NonEmptyString, |s: &str| if s.is_empty() {
+    Err("must not be empty".to_string())
+} else {
+    Ok(())
+});
+
+impl RoleArn {
+    /// The account ID inside the ARN (validated at parse time).
+    pub fn account_id(&self) -> &str {
+        self.0.split(':').nth(4).unwrap_or_default()
+    }
+}
+
+fn check_account_id(s: &str) -> Result<(), String> {
+    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(format!("invalid account ID {s:?}: expected 12 digits"))
+    }
+}
+
+fn check_role_arn(s: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("malformed role ARN {s:?}: {why}"));
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    if parts.len() != 6 || parts[0] != "arn" {
+        return bad("expected arn:<partition>:iam::<account-id>:role/<name>");
+    }
+    if !matches!(
+        parts[1],
+        "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b"
+    ) {
+        return bad("unknown partition");
+    }
+    if parts[2] != "iam" || !parts[3].is_empty() {
+        return bad("expected the iam service and an empty region");
+    }
+    if check_account_id(parts[4]).is_err() {
+        return bad("the account ID must be 12 digits");
+    }
+    let Some(name) = parts[5].strip_prefix("role/") else {
+        return bad("the resource must start with role/");
+    };
+    let ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c);
+    if name.is_empty() || name.ends_with('/') || !name.chars().all(ok) {
+        return bad("invalid role name");
+    }
+    Ok(())
+}
+
+fn check_region(s: &str) -> Result<(), String> {
+    // Letters-and-dashes groups ending in a number: us-east-1, us-gov-west-1, eu-central-2.
+    let parts: Vec<&str> = s.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid region {s:?}: expected a name such as eu-west-1"
+        ))
+    }
+}
+
+fn check_session_name(s: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+    if (2..=64).contains(&s.len()) && s.chars().all(ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid session name {s:?}: 2 to 64 letters, digits or +=,.@_-"
+        ))
+    }
+}
+
+/// A list that must hold at least one item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonEmpty<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for NonEmpty<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<T>::deserialize(d)?;
+        if v.is_empty() {
+            return Err(de::Error::custom(
+                "must list at least one item (leave the key out for the default)",
+            ));
+        }
+        Ok(NonEmpty(v))
+    }
+}
+
+/// A duration written as `90s`, `5m`, `1h30m` or `250ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_duration(self.0))
+    }
+}
+
+/// Parses `1h30m`, `5m`, `90s`, `250ms`; the result must be positive.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("invalid duration {s:?}: expected a number with a unit (ms, s, m, h), such as 5m or 1h30m")
+    };
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(d);
+    }
+    if total.is_zero() {
+        return Err(format!("invalid duration {s:?}: must be more than zero"));
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way the config file writes it (`5m`, `1h30m`, `250ms`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+/// Requests per second, more than zero.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Rate(pub f64);
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v.is_finite() && v > 0.0 {
+            Ok(Rate(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid rate {v}: expected requests per second, more than zero"
+            )))
+        }
+    }
+}
+
+/// A limit value: a finite number, zero or more.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct LimitValue(pub f64);
+
+impl<'de> Deserialize<'de> for LimitValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v.is_finite() && v >= 0.0 {
+            Ok(LimitValue(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid limit {v}: expected a number, zero or more"
+            )))
+        }
+    }
+}
+
+/// Attempts per request: 1 to 20.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts(pub u32);
+
+impl<'de> Deserialize<'de> for Attempts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        if (1..=20).contains(&v) {
+            Ok(Attempts(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid attempt count {v}: expected 1 to 20"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPECS: &[QuotaSpec] = &[QuotaSpec {
+        service_code: "ssm",
+        quota_code: "L-TEST",
+        quota_name: "Test quota",
+        builtin_limit: 10.0,
+        adjustable: false,
+        in_service_quotas: true,
+    }];
+    const Q: &[(&str, &[QuotaSpec])] = &[("things", SPECS)];
+
+    fn err(yaml: &str) -> String {
+        Config::parse(yaml, Q).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("", Q).expect("empty config is valid");
+        assert!(c.accounts.is_none());
+        assert_eq!(
+            c.collector("things").refresh_interval.0,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            c.collector("things").limits_refresh_interval.0,
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::parse(
+            r#"
+accounts:
+  - account_id: "111111111111"
+  - role_arn: arn:aws:iam::222222222222:role/path/headroom
+    external_id: xyz
+    session_name: headroom
+    limit_overrides: {L-TEST: 5}
+regions: [eu-west-1, us-gov-west-1]
+collectors:
+  things:
+    refresh_interval: 1m
+    limits_refresh_interval: 2h
+    timeout: 30s
+    max_staleness: 1h30m
+    rate_limit: 2.5
+    limit_overrides:
+      L-TEST: 20
+aws:
+  max_attempts: 3
+  initial_backoff: 100ms
+"#,
+            Q,
+        )
+        .expect("valid config");
+        let accounts = c.accounts.expect("accounts").0;
+        assert_eq!(
+            accounts[1].role_arn.as_ref().map(|a| a.account_id()),
+            Some("222222222222")
+        );
+        let t = c.collectors["things"].clone();
+        assert_eq!(t.max_staleness.0, Duration::from_secs(5400));
+        assert_eq!(t.rate_limit, Rate(2.5));
+        assert_eq!(c.aws.initial_backoff.0, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn bad_input_names_the_key() {
+        let cases = [
+            ("regions: []\n", "regions", "at least one"),
+            ("regions: [eu_west_1]\n", "regions[0]", "invalid region"),
+            ("acounts: []\n", "acounts", "unknown field"),
+            ("accounts:\n  - role_arn: arn:aws:iam::12:role/x\n", "accounts[0].role_arn", "malformed role ARN"),
+            ("accounts:\n  - role_arn: arn:aws:s3:::bucket\n", "accounts[0].role_arn", "malformed role ARN"),
+            ("accounts:\n  - account_id: 123456789012\n", "accounts[0].account_id", "invalid type"),
+            ("accounts:\n  - account_id: \"12345\"\n", "accounts[0].account_id", "12 digits"),
+            ("accounts:\n  - colour: red\n", "accounts[0]", "unknown field `colour`"),
+            ("collectors:\n  things:\n    refresh_interval: soon\n", "collectors.things.refresh_interval", "invalid duration"),
+            ("collectors:\n  things:\n    refresh_interval: 0s\n", "collectors.things.refresh_interval", "more than zero"),
+            ("collectors:\n  things:\n    rate_limit: -1\n", "collectors.things.rate_limit", "invalid rate"),
+            ("collectors:\n  things:\n    rate_limit: fast\n", "collectors.things.rate_limit", "invalid type"),
+            ("collectors:\n  thing:\n    rate_limit: 1\n", "collectors.thing", "unknown collector"),
+            ("collectors:\n  things:\n    limit_overrides: {L-NOPE: 3}\n", "collectors.things.limit_overrides.L-NOPE", "unknown quota code"),
+            ("collectors:\n  things:\n    timeout: 10m\n", "collectors.things.timeout", "longer than refresh_interval"),
+            ("collectors:\n  things:\n    max_staleness: 1m\n", "collectors.things.max_staleness", "shorter than refresh_interval"),
+            ("accounts:\n  - account_id: \"111111111111\"\n    role_arn: arn:aws:iam::222222222222:role/x\n", "accounts[0].account_id", "does not match"),
+            ("accounts:\n  - external_id: abc\n", "accounts[0]", "need role_arn"),
+            ("regions: [eu-west-1, eu-west-1]\n", "regions[1]", "listed twice"),
+            ("aws:\n  max_attempts: 0\n", "aws.max_attempts", "1 to 20"),
+            ("- just\n- a list\n", "", "invalid type"),
+        ];
+        for (yaml, key, what) in cases {
+            let e = err(yaml);
+            assert!(e.contains(key), "{yaml:?}: {e:?} should name {key:?}");
+            assert!(e.contains(what), "{yaml:?}: {e:?} should say {what:?}");
+        }
+    }
+
+    #[test]
+    fn parser_errors_give_the_line() {
+        let e = err("regions:\n  - eu-west-1\n  - nowhere\n");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        for (s, d) in [("5m", 300), ("1h30m", 5400), ("90s", 90), ("2h", 7200)] {
+            assert_eq!(parse_duration(s), Ok(Duration::from_secs(d)));
+            assert_eq!(
+                parse_duration(&format_duration(Duration::from_secs(d))),
+                Ok(Duration::from_secs(d))
+            );
+        }
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        for bad in ["", "5", "m", "5 minutes", "-1s", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The HTTP server: `/metrics` (or the configured path), `/healthz`, `/readyz` and a
+//! landing page. Rendering reads the snapshot; no handler calls AWS.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::webconfig::WebConfig;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub telemetry_path: String,
+    pub snapshot: Arc<Snapshot>,
+    pub metrics: Metrics,
+    pub web: Arc<WebConfig>,
+}
+
+/// The router; tests drive it in-process.
+pub fn app(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/", get(landing))
+        .route(&state.telemetry_path, get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), basic_auth));
+    // Probes stay open so that kubelets need no credentials.
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let body = s.metrics.render(&s.snapshot, SystemTime::now());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.snapshot.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the first refresh of every target\n",
+        )
+            .into_response()
+    }
+}
+
+async fn landing(State(s): State<AppState>) -> Html<String> {
+    let path = html_escape(&s.telemetry_path);
+    Html(format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>{name}</title></head>\n<body>\n\
+         <h1>{name}</h1>\n<p>Version {version}. AWS quota usage and limits for Prometheus, refreshed in the background.</p>\n\
+         <ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/healthz\">Health</a></li>\n<li><a href=\"/readyz\">Readiness</a></li>\n</ul>\n\
+         </body>\n</html>\n",
+        name = s.name,
+        version = s.version,
+    ))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn basic_auth(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    if s.web.authorized(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"headroom\"")],
+            "Unauthorized\n",
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn state(web: WebConfig) -> AppState {
+        AppState {
+            name: "test_exporter",
+            version: "1.2.3",
+            telemetry_path: "/metrics".into(),
+            snapshot: Arc::new(Snapshot::new(vec![crate::snapshot::Entry::new(
+                "c",
+                "111111111111".into(),
+                "eu-west-1".into(),
+                &[],
+                std::time::Duration::from_secs(60),
+                std::time::Duration::from_secs(600),
+            )])),
+            metrics: Metrics::new("1.2.3", "abc").expect("metrics"),
+            web: Arc::new(web),
+        }
+    }
+
+    async fn get(app: Router, path: &str, auth: Option<&str>) -> (StatusCode, String) {
+        let mut req = Request::builder().uri(path);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let resp = app
+            .oneshot(req.body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn routes() {
+        let s = state(WebConfig::default());
+        let (code, body) = get(app(s.clone()), "/", None).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            body.contains("test_exporter")
+                && body.contains("1.2.3")
+                && body.contains("href=\"/metrics\"")
+        );
+        assert_eq!(
+            get(app(s.clone()), "/healthz", None).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(app(s.clone()), "/readyz", None).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let (code, body) = get(app(s.clone()), "/metrics", None).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            body.contains("aws_quota_exporter_build_info{revision=\"abc\",version=\"1.2.3\"} 1"),
+            "{body}"
+        );
+        let mut e = (*s.snapshot.get(0).expect("entry")).clone();
+        e.attempted = true;
+        s.snapshot.publish(0, e);
+        assert_eq!(get(app(s.clone()), "/readyz", None).await.0, StatusCode::OK);
+        assert_eq!(get(app(s), "/nope", None).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn basic_auth_guards_metrics_but_not_probes() {
+        // bcrypt of "secret", cost 4.
+        let hash = bcrypt::hash("secret", 4).expect("hash");
+        let web = WebConfig::parse(&format!("basic_auth_users:\n  alice: '{hash}'\n"))
+            .expect("web config");
+        let s = state(web);
+        assert_eq!(
+            get(app(s.clone()), "/metrics", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        // alice:wrong and alice:secret in base64.
+        assert_eq!(
+            get(app(s.clone()), "/metrics", Some("Basic YWxpY2U6d3Jvbmc="))
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(app(s.clone()), "/metrics", Some("Basic YWxpY2U6c2VjcmV0"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(app(s.clone()), "/", Some("Basic YWxpY2U6c2VjcmV0"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(get(app(s), "/healthz", None).await.0, StatusCode::OK);
+    }
+}

@@ -1,0 +1,168 @@
+//! The last good samples of every (collector, target) and their health. Each entry is
+//! replaced whole after a refresh, so a scrape sees one refresh or the next, never half.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::collector::{QuotaSpec, Usage};
+use crate::limits::ResolvedLimit;
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub collector: &'static str,
+    pub account_id: String,
+    pub region: String,
+    pub quotas: &'static [QuotaSpec],
+    pub refresh_interval: Duration,
+    pub max_staleness: Duration,
+    /// The last good usage, and the limits in force.
+    pub usage: Arc<Vec<Usage>>,
+    pub limits: Arc<HashMap<&'static str, ResolvedLimit>>,
+    /// Whether a refresh has finished yet (success or not).
+    pub attempted: bool,
+    /// Whether the last refresh succeeded.
+    pub success: bool,
+    pub last_duration: Duration,
+    pub last_success: Option<SystemTime>,
+}
+
+impl Entry {
+    pub fn new(
+        collector: &'static str,
+        account_id: String,
+        region: String,
+        quotas: &'static [QuotaSpec],
+        refresh_interval: Duration,
+        max_staleness: Duration,
+    ) -> Self {
+        Entry {
+            collector,
+            account_id,
+            region,
+            quotas,
+            refresh_interval,
+            max_staleness,
+            usage: Arc::new(Vec::new()),
+            limits: Arc::new(HashMap::new()),
+            attempted: false,
+            success: false,
+            last_duration: Duration::ZERO,
+            last_success: None,
+        }
+    }
+
+    /// The usage to expose at `now`: the last good samples, unless they are older than
+    /// the maximum staleness.
+    pub fn fresh_usage(&self, now: SystemTime) -> &[Usage] {
+        match self.last_success {
+            Some(t) if now.duration_since(t).unwrap_or(Duration::ZERO) <= self.max_staleness => {
+                &self.usage
+            }
+            _ => &[],
+        }
+    }
+}
+
+/// A fixed set of entries, one per (collector, target), each swapped atomically.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    entries: Vec<RwLock<Arc<Entry>>>,
+}
+
+impl Snapshot {
+    pub fn new(entries: Vec<Entry>) -> Self {
+        Snapshot {
+            entries: entries
+                .into_iter()
+                .map(|e| RwLock::new(Arc::new(e)))
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, index: usize) -> Option<Arc<Entry>> {
+        self.entries.get(index).map(|e| match e.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        })
+    }
+
+    pub fn publish(&self, index: usize, entry: Entry) {
+        if let Some(slot) = self.entries.get(index) {
+            let mut g = match slot.write() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            *g = Arc::new(entry);
+        }
+    }
+
+    /// Every entry as it is now.
+    pub fn all(&self) -> Vec<Arc<Entry>> {
+        (0..self.entries.len())
+            .filter_map(|i| self.get(i))
+            .collect()
+    }
+
+    /// True once every entry has been refreshed at least once.
+    pub fn ready(&self) -> bool {
+        self.all().iter().all(|e| e.attempted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_expire_after_max_staleness() {
+        let mut e = Entry::new(
+            "c",
+            "1".into(),
+            "r".into(),
+            &[],
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        );
+        e.usage = Arc::new(vec![Usage {
+            quota_code: "q",
+            resource: String::new(),
+            value: 1.0,
+        }]);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert!(e.fresh_usage(t0).is_empty(), "never succeeded");
+        e.last_success = Some(t0);
+        assert_eq!(e.fresh_usage(t0 + Duration::from_secs(600)).len(), 1);
+        assert!(e.fresh_usage(t0 + Duration::from_secs(601)).is_empty());
+    }
+
+    #[test]
+    fn ready_when_every_entry_was_attempted() {
+        let mk = || {
+            Entry::new(
+                "c",
+                "1".into(),
+                "r".into(),
+                &[],
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            )
+        };
+        let s = Snapshot::new(vec![mk(), mk()]);
+        assert!(!s.ready());
+        let mut e = mk();
+        e.attempted = true;
+        s.publish(0, e.clone());
+        assert!(!s.ready());
+        s.publish(1, e);
+        assert!(s.ready());
+    }
+}

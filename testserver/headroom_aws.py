@@ -1,0 +1,422 @@
+"""The local AWS test server: moto's server with a thin layer that behaves like AWS
+where moto does not and the exporters depend on it.
+
+What the layer adds, per request, in front of moto (everything else is moto's):
+- SSM DescribeParameters with AWS's paging: MaxResults 1..50 (default 10), more than 50
+  is a ValidationException; optionally short and empty pages that still carry a
+  NextToken; only the account's own parameters, never moto's public /aws/service ones.
+- Service Quotas GetServiceQuota / GetAWSDefaultServiceQuota from data set through the
+  control API (moto has none for ssm, ecr or s3): a value, NoSuchResourceException or
+  AccessDeniedException per account, region, service and quota.
+- Fault injection: throttling, 5xx, access denied or latency on chosen operations,
+  accounts and regions, every n-th matching call and/or a limited number of times.
+- Fast seeding of thousands of parameters straight into moto's backend.
+- A request log, so tests can count calls from the server's side.
+
+Control API (JSON over HTTP, under /_headroom/):
+  POST /_headroom/reset                     forget faults, quotas, log, settings
+  POST /_headroom/seed/ssm                  {"account","region","standard","advanced","prefix"}
+  POST /_headroom/quotas                    {"account","region","service_code","quota_code",
+                                             "applied": number|"NoSuchResource"|"AccessDenied",
+                                             "default": number|"NoSuchResource"|"AccessDenied"}
+  POST /_headroom/faults                    {"operation","account","region","code","status",
+                                             "every","times","latency_ms"} (all optional but code
+                                             or latency_ms); returns {"id"}
+  POST /_headroom/settings                  {"short_pages": bool}
+  GET  /_headroom/log                       [{"operation","account","region","status"}]
+  GET  /_headroom/health                    {"ok": true}
+
+Run: python -m testserver.headroom_aws --port 0 [--host 127.0.0.1] [--seed demo]
+It prints one line `READY http://host:port` once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+DEFAULT_ACCOUNT = "123456789012"
+CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
+
+
+@dataclass
+class Fault:
+    id: int
+    operation: str | None = None
+    account: str | None = None
+    region: str | None = None
+    code: str | None = None
+    status: int = 400
+    message: str = "injected by the headroom test server"
+    every: int = 1
+    times: int | None = None
+    latency_ms: int = 0
+    seen: int = 0
+    fired: int = 0
+
+    def matches(self, op: str, account: str, region: str) -> bool:
+        return (
+            (self.operation is None or self.operation == op)
+            and (self.account is None or self.account == account)
+            and (self.region is None or self.region == region)
+        )
+
+
+@dataclass
+class State:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    faults: list[Fault] = field(default_factory=list)
+    next_fault: int = 1
+    # (account, region, service_code, quota_code) -> {"applied": ..., "default": ...}
+    quotas: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    short_pages: bool = False
+
+    def reset(self) -> None:
+        with self.lock:
+            self.faults.clear()
+            self.quotas.clear()
+            self.log.clear()
+            self.short_pages = False
+
+
+STATE = State()
+
+
+def account_for(access_key: str | None) -> str:
+    if not access_key:
+        return DEFAULT_ACCOUNT
+    from moto.iam.models import get_account_id_from
+
+    return get_account_id_from(access_key)
+
+
+def json_response(start: Callable, status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+    data = json.dumps(body, default=str).encode()
+    reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
+    start(
+        f"{status} {reason}",
+        [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data))), *headers],
+    )
+    return [data]
+
+
+def aws_json_error(start: Callable, status: int, code: str, message: str) -> list[bytes]:
+    return json_response(
+        start, status, {"__type": code, "message": message}, [("x-amzn-ErrorType", f"{code}:http://internal.amazon.com/coral/")]
+    )
+
+
+def xml_error(start: Callable, status: int, code: str, message: str) -> list[bytes]:
+    data = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<ErrorResponse><Error><Type>Sender</Type>'
+        f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>headroom</RequestId></ErrorResponse>"
+    ).encode()
+    start(f"{status} Error", [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+class Layer:
+    """WSGI middleware in front of moto's app."""
+
+    def __init__(self, moto_app: Any):
+        self.moto = moto_app
+
+    def __call__(self, environ: dict, start: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        if path.startswith("/_headroom/"):
+            return self.control(environ, path, body, start)
+
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        m = CREDENTIAL_RE.search(auth)
+        access_key, region, signing_service = (m.group(1), m.group(2), m.group(3)) if m else (None, "us-east-1", "")
+        account = account_for(access_key)
+        operation = target.split(".", 1)[1] if "." in target else self.query_operation(environ, body, signing_service)
+        xml = signing_service in ("sts", "s3", "iam")
+
+        fault = self.pick_fault(operation, account, region)
+        status_box: list[int] = []
+
+        def recording_start(status: str, headers: list, exc_info: Any = None) -> Any:
+            status_box.append(int(status.split(" ", 1)[0]))
+            return start(status, headers, exc_info) if exc_info else start(status, headers)
+
+        try:
+            if fault is not None:
+                if fault.latency_ms:
+                    time.sleep(fault.latency_ms / 1000)
+                if fault.code:
+                    if xml:
+                        return xml_error(recording_start, fault.status, fault.code, fault.message)
+                    return aws_json_error(recording_start, fault.status, fault.code, fault.message)
+            if target == "AmazonSSM.DescribeParameters":
+                return self.describe_parameters(account, region, body, recording_start)
+            if target.startswith("ServiceQuotasV20190624."):
+                return self.service_quotas(account, region, operation, body, recording_start)
+            return self.moto(environ, recording_start)
+        finally:
+            with STATE.lock:
+                STATE.log.append(
+                    {
+                        "operation": operation,
+                        "service": signing_service,
+                        "account": account,
+                        "region": region,
+                        "status": status_box[0] if status_box else 0,
+                        "fault": fault.code if fault is not None else None,
+                    }
+                )
+
+    @staticmethod
+    def query_operation(environ: dict, body: bytes, service: str) -> str:
+        """The operation of a query-protocol (STS) or REST (S3) request."""
+        from urllib.parse import parse_qs
+
+        if body and environ.get("REQUEST_METHOD") == "POST":
+            action = parse_qs(body.decode(errors="replace")).get("Action")
+            if action:
+                return action[0]
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        if "Action" in query:
+            return query["Action"][0]
+        return f"{service}:{environ.get('REQUEST_METHOD', '')} {environ.get('PATH_INFO', '')}"
+
+    @staticmethod
+    def pick_fault(operation: str, account: str, region: str) -> Fault | None:
+        with STATE.lock:
+            for f in STATE.faults:
+                if not f.matches(operation, account, region):
+                    continue
+                if f.times is not None and f.fired >= f.times:
+                    continue
+                f.seen += 1
+                if f.seen % f.every == 0:
+                    f.fired += 1
+                    return f
+        return None
+
+    # --- SSM -----------------------------------------------------------------------
+
+    def describe_parameters(self, account: str, region: str, body: bytes, start: Callable) -> list[bytes]:
+        from moto.ssm.models import ssm_backends
+
+        req = json.loads(body or b"{}")
+        max_results = req.get("MaxResults", 10)
+        if not isinstance(max_results, int) or not 1 <= max_results <= 50:
+            return aws_json_error(
+                start,
+                400,
+                "ValidationException",
+                f"1 validation error detected: Value '{max_results}' at 'maxResults' failed to satisfy "
+                "constraint: Member must have value less than or equal to 50",
+            )
+        if req.get("Shared"):
+            return json_response(start, 200, {"Parameters": []})
+        token = req.get("NextToken")
+        offset = 0
+        if token:
+            try:
+                offset = int(base64.b64decode(token).decode().split(":", 1)[1])
+            except Exception:
+                return aws_json_error(start, 400, "InvalidNextToken", "The specified token isn't valid.")
+        backend = ssm_backends[account][region]
+        params = [
+            p
+            for p in backend.describe_parameters(req.get("Filters") or [], req.get("ParameterFilters") or [])
+            if not p.name.startswith("/aws/")
+        ]
+        size = max_results
+        page_number = offset // max(1, max_results)
+        if STATE.short_pages:
+            # Real Parameter Store returns short pages, even empty ones, with a token.
+            size = (0, max(1, max_results // 3), max_results)[page_number % 3]
+        page = params[offset : offset + size]
+        out: dict[str, Any] = {"Parameters": [self.metadata(p) for p in page]}
+        end = offset + size
+        if end < len(params):
+            out["NextToken"] = base64.b64encode(f"headroom:{end}".encode()).decode()
+        return json_response(start, 200, out)
+
+    @staticmethod
+    def metadata(p: Any) -> dict[str, Any]:
+        d = p.describe_response_object(False)
+        d.pop("Value", None)
+        lm = d.get("LastModifiedDate")
+        if hasattr(lm, "timestamp"):
+            d["LastModifiedDate"] = lm.timestamp()
+        return d
+
+    # --- Service Quotas ----------------------------------------------------------------
+
+    def service_quotas(self, account: str, region: str, operation: str, body: bytes, start: Callable) -> list[bytes]:
+        req = json.loads(body or b"{}")
+        service_code, quota_code = req.get("ServiceCode", ""), req.get("QuotaCode", "")
+        if operation not in ("GetServiceQuota", "GetAWSDefaultServiceQuota"):
+            return aws_json_error(start, 400, "IllegalArgumentException", f"{operation} is not served by the test server")
+        with STATE.lock:
+            entry = dict(STATE.quotas.get((account, region, service_code, quota_code), {}))
+        key = "applied" if operation == "GetServiceQuota" else "default"
+        value = entry.get(key, "NoSuchResource")
+        if value == "NoSuchResource":
+            return aws_json_error(start, 400, "NoSuchResourceException", f"The request failed because the specified service or quota does not exist: {service_code}/{quota_code}")
+        if value == "AccessDenied":
+            return aws_json_error(start, 400, "AccessDeniedException", "You do not have sufficient access to perform this action.")
+        quota = {
+            "ServiceCode": service_code,
+            "ServiceName": service_code,
+            "QuotaArn": f"arn:aws:servicequotas:{region}:{account}:{service_code}/{quota_code}",
+            "QuotaCode": quota_code,
+            "QuotaName": entry.get("name", quota_code),
+            "Value": value,
+            "Unit": "None",
+            "Adjustable": bool(entry.get("adjustable", True)),
+            "GlobalQuota": bool(entry.get("global", False)),
+        }
+        return json_response(start, 200, {"Quota": quota})
+
+    # --- control -------------------------------------------------------------------------
+
+    def control(self, environ: dict, path: str, body: bytes, start: Callable) -> list[bytes]:
+        req = json.loads(body or b"{}") if body else {}
+        action = path[len("/_headroom/") :]
+        try:
+            result = self.control_action(action, req)
+        except (KeyError, ValueError, TypeError) as e:
+            return json_response(start, 400, {"error": f"{action}: {e!r}"})
+        if result is None:
+            return json_response(start, 404, {"error": f"no control action {action}"})
+        return json_response(start, 200, result)
+
+    def control_action(self, action: str, req: dict) -> Any:
+        if action == "health":
+            return {"ok": True}
+        if action == "reset":
+            STATE.reset()
+            return {"ok": True}
+        if action == "log":
+            with STATE.lock:
+                return list(STATE.log)
+        if action == "settings":
+            with STATE.lock:
+                STATE.short_pages = bool(req.get("short_pages", STATE.short_pages))
+            return {"ok": True}
+        if action == "quotas":
+            key = (req.get("account", DEFAULT_ACCOUNT), req["region"], req["service_code"], req["quota_code"])
+            with STATE.lock:
+                STATE.quotas[key] = {k: v for k, v in req.items() if k in ("applied", "default", "adjustable", "global", "name")}
+            return {"ok": True}
+        if action == "faults":
+            with STATE.lock:
+                f = Fault(
+                    id=STATE.next_fault,
+                    operation=req.get("operation"),
+                    account=req.get("account"),
+                    region=req.get("region"),
+                    code=req.get("code"),
+                    status=int(req.get("status", 400)),
+                    message=req.get("message", "injected by the headroom test server"),
+                    every=max(1, int(req.get("every", 1))),
+                    times=req.get("times"),
+                    latency_ms=int(req.get("latency_ms", 0)),
+                )
+                if not f.code and not f.latency_ms:
+                    raise ValueError("a fault needs code or latency_ms")
+                STATE.next_fault += 1
+                STATE.faults.append(f)
+            return {"id": f.id}
+        if action == "seed/ssm":
+            return seed_ssm(
+                req.get("account", DEFAULT_ACCOUNT),
+                req["region"],
+                int(req.get("standard", 0)),
+                int(req.get("advanced", 0)),
+                req.get("prefix", "/headroom/seed"),
+            )
+        return None
+
+
+def seed_ssm(account: str, region: str, standard: int, advanced: int, prefix: str) -> dict[str, int]:
+    """Puts parameters straight into moto's backend: thousands in well under a second."""
+    from moto.ssm.models import ssm_backends
+
+    backend = ssm_backends[account][region]
+    for tier, n in (("Standard", standard), ("Advanced", advanced)):
+        for i in range(n):
+            backend.put_parameter(
+                name=f"{prefix}/{tier.lower()}/p{i:06d}",
+                description=None,
+                value="v",
+                parameter_type="String",
+                allowed_pattern=None,
+                keyid=None,
+                overwrite=True,
+                tags=[],
+                data_type="text",
+                tier=tier,
+                policies=None,
+            )
+    return {"standard": standard, "advanced": advanced}
+
+
+DEMO_ACCOUNTS = ("123456789012", "210987654321")
+
+
+def seed_demo() -> None:
+    """Sample data for `make demo`: two accounts, two regions, one close to its limit."""
+    seed_ssm("123456789012", "eu-west-1", 8_734, 12, "/demo/app")
+    seed_ssm("123456789012", "us-east-1", 1_234, 56, "/demo/app")
+    seed_ssm("210987654321", "eu-west-1", 9_612, 3, "/demo/legacy")
+    seed_ssm("210987654321", "us-east-1", 310, 0, "/demo/app")
+
+
+class QuietHandler(MotoRequestHandler):
+    """One line per request is noise in test logs; errors are still reported."""
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        pass
+
+
+def serve(host: str, port: int, seed: str | None) -> None:
+    if seed == "demo":
+        seed_demo()
+    app = Layer(DomainDispatcherApplication(create_backend_app))
+    server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
+    real_host, real_port = server.server_address[:2]
+    print(f"READY http://{real_host}:{real_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--seed", choices=["demo"], default=None)
+    args = ap.parse_args(argv)
+    serve(args.host, args.port, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
