@@ -232,10 +232,11 @@ class Layer:
         if req.get("Shared"):
             return json_response(start, 200, {"Parameters": []})
         token = req.get("NextToken")
-        offset = 0
+        offset, page_number = 0, 0
         if token:
             try:
-                offset = int(base64.b64decode(token).decode().split(":", 1)[1])
+                _, off, num = base64.b64decode(token).decode().split(":")
+                offset, page_number = int(off), int(num)
             except Exception:
                 return aws_json_error(start, 400, "InvalidNextToken", "The specified token isn't valid.")
         backend = ssm_backends[account][region]
@@ -245,7 +246,6 @@ class Layer:
             if not p.name.startswith("/aws/")
         ]
         size = max_results
-        page_number = offset // max(1, max_results)
         if STATE.short_pages:
             # Real Parameter Store returns short pages, even empty ones, with a token.
             size = (0, max(1, max_results // 3), max_results)[page_number % 3]
@@ -253,7 +253,7 @@ class Layer:
         out: dict[str, Any] = {"Parameters": [self.metadata(p) for p in page]}
         end = offset + size
         if end < len(params):
-            out["NextToken"] = base64.b64encode(f"headroom:{end}".encode()).decode()
+            out["NextToken"] = base64.b64encode(f"headroom:{end}:{page_number + 1}".encode()).decode()
         return json_response(start, 200, out)
 
     @staticmethod

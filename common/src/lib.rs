@@ -47,7 +47,7 @@ pub fn main(info: ExporterInfo, collectors: Vec<Arc<dyn Collector>>) -> ExitCode
         .about(info.about)
         .version(VERSION)
         .mut_arg("listen_address", |a| {
-            a.default_value(info.default_listen_address)
+            a.required(false).default_value(info.default_listen_address)
         });
     let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
         Ok(c) => c,

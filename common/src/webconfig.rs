@@ -29,7 +29,7 @@ impl WebConfig {
         let c: WebConfig = if text.trim().is_empty() {
             WebConfig::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| e.to_string())?
+            crate::config::parse_yaml(text)?
         };
         if c.tls_server_config.is_some() {
             return Err("tls_server_config: TLS is not supported yet; terminate TLS in front of the exporter (a sidecar or the service mesh)".into());
