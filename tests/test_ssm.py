@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import boto3
@@ -10,7 +9,7 @@ import botocore.exceptions
 import pytest
 import requests
 
-from conftest import ACCOUNT_A, ACCOUNT_B, BIN_DIR, ROLE_B, fast_retries, pages, wait_until
+from conftest import ACCOUNT_A, ACCOUNT_B, ROLE_B, fast_retries, pages, wait_until
 
 BIN = "ssm_quota_exporter"
 STD, ADV = "standard_parameters", "advanced_parameters"
@@ -212,3 +211,13 @@ def test_landing_page_links_to_metrics(aws, exporter):
     assert "ssm_quota_exporter" in body and 'href="/quota-metrics"' in body
     assert requests.get(e.url + "/quota-metrics", timeout=5).status_code == 200
     assert requests.get(e.url + "/metrics", timeout=5).status_code == 404
+
+
+def test_rate_limit_spaces_requests(aws, exporter):
+    # 5 pages at 1 request per second (a burst of one) cannot take less than 4 seconds.
+    aws.seed_ssm("eu-west-1", 240, 0)
+    config = {"regions": ["eu-west-1"], "collectors": {"ssm_parameters": {"rate_limit": 1}}}
+    e = exporter(BIN, config)
+    e.wait_ready()
+    assert requests_total(e) == 5
+    assert e.value("aws_quota_exporter_collector_duration_seconds", account_id=ACCOUNT_A) >= 3.9

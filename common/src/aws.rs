@@ -113,14 +113,6 @@ impl Target {
         };
         build_client::<C>(&sdk, &self.aws, limiter)
     }
-
-    /// The same target for another collector's rate limit.
-    pub fn with_rate_limit(&self, rate_limit: f64) -> Target {
-        Target {
-            rate_limit,
-            ..self.clone()
-        }
-    }
 }
 
 fn build_client<C: ServiceClient>(
@@ -293,25 +285,6 @@ pub fn error_code_label(code: &str) -> &'static str {
         "NoSuchResourceException", "ResourceNotFoundException", "RepositoryNotFoundException",
         "LifecyclePolicyNotFoundException", "NoSuchBucket", "NoSuchLifecycleConfiguration",
         "TemplatesNotAvailableInRegionException", "NoAvailableOrganizationException",
-    )
-}
-
-/// Is this error code a throttling response?
-pub fn is_throttling(code: &str) -> bool {
-    matches!(
-        code,
-        "ThrottlingException"
-            | "Throttling"
-            | "ThrottledException"
-            | "TooManyRequestsException"
-            | "RequestLimitExceeded"
-            | "RequestThrottled"
-            | "RequestThrottledException"
-            | "SlowDown"
-            | "ThrottleException"
-            | "ProvisionedThroughputExceededException"
-            | "PriorRequestNotComplete"
-            | "BandwidthLimitExceeded"
     )
 }
 
