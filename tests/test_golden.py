@@ -49,6 +49,7 @@ def test_ssm_exposition_matches_golden_file(aws, exporter):
     config = {
         "accounts": [{}, {"role_arn": ROLE_B, "limit_overrides": {"standard_parameters": 9_900}}],
         "regions": ["eu-west-1", "us-east-1"],
+        "collectors": {"ssm_parameters": {"rate_limit": 100}},
     }
     e = exporter("ssm_quota_exporter", config)
     e.wait_ready()

@@ -135,7 +135,7 @@ def test_denied_target_fails_alone_and_its_samples_go_stale(aws, exporter):
     config = {
         "accounts": [{}, {"role_arn": ROLE_B}],
         "regions": ["eu-west-1"],
-        "collectors": {"ssm_parameters": {"refresh_interval": "1s", "timeout": "1s", "max_staleness": "4s"}},
+        "collectors": {"ssm_parameters": {"refresh_interval": "1s", "timeout": "1s", "max_staleness": "4s", "rate_limit": 100}},
         "aws": fast_retries(),
     }
     e = exporter(BIN, config)
@@ -169,13 +169,17 @@ def test_readyz_waits_for_the_first_refresh(aws, exporter):
 def test_a_refresh_that_overruns_its_timeout_fails_and_recovers(aws, exporter):
     aws.seed_ssm("eu-west-1", 10, 0)
     aws.fault(operation="DescribeParameters", latency_ms=2500, times=1)
-    config = {"regions": ["eu-west-1"], "collectors": {"ssm_parameters": {"refresh_interval": "2s", "timeout": "1s", "max_staleness": "1m"}}}
+    config = {"regions": ["eu-west-1"], "collectors": {"ssm_parameters": {"refresh_interval": "4s", "timeout": "1s", "max_staleness": "1m"}}}
     e = exporter(BIN, config)
     e.wait_ready()
     labels = dict(collector="ssm_parameters", account_id=ACCOUNT_A, aws_region="eu-west-1")
     assert e.value("aws_quota_exporter_collector_success", **labels) == 0
-    wait_until(lambda: e.value("aws_quota_exporter_collector_success", **labels) == 1, 15, "recovery")
+    assert usage(e, ACCOUNT_A, "eu-west-1", STD) is None
+    wait_until(lambda: e.value("aws_quota_exporter_collector_success", **labels) == 1, 20, "recovery")
     assert usage(e, ACCOUNT_A, "eu-west-1", STD) == 10
+    # The abandoned request reached the server and is counted; nothing else is.
+    seen = [r for r in aws.log() if r["operation"] == "DescribeParameters"]
+    assert requests_total(e) == len(seen) == 2
 
 
 def test_limit_overrides_win_per_account(aws, exporter):
@@ -207,6 +211,7 @@ def test_sigterm_stops_gracefully(aws, exporter):
 
 def test_landing_page_links_to_metrics(aws, exporter):
     e = exporter(BIN, {"regions": ["eu-west-1"]}, extra_args=["--web.telemetry-path=/quota-metrics"])
+    e.wait_ready()
     body = requests.get(e.url + "/", timeout=5).text
     assert "ssm_quota_exporter" in body and 'href="/quota-metrics"' in body
     assert requests.get(e.url + "/quota-metrics", timeout=5).status_code == 200
@@ -221,3 +226,13 @@ def test_rate_limit_spaces_requests(aws, exporter):
     e.wait_ready()
     assert requests_total(e) == 5
     assert e.value("aws_quota_exporter_collector_duration_seconds", account_id=ACCOUNT_A) >= 3.9
+
+
+@pytest.mark.parametrize("path", ["metrics", "/", "/healthz"])
+def test_bad_telemetry_path_is_refused(path):
+    import subprocess
+
+    from conftest import BIN_DIR
+
+    r = subprocess.run([str(BIN_DIR / BIN), f"--web.telemetry-path={path}"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "--web.telemetry-path" in r.stderr

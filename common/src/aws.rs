@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -19,11 +20,13 @@ use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
     SharedHttpConnector,
 };
-use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextMut, FinalizerInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, Metadata};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
 use crate::collector::CollectError;
 use crate::config::{AccountConfig, Config};
@@ -124,10 +127,19 @@ fn build_client<C: ServiceClient>(
         service_code: C::SERVICE_CODE,
         counters: aws.counters.clone(),
     };
-    let http = sdk
-        .http_client()
-        .map(|inner| SharedHttpClient::new(RateLimitedHttpClient { inner, limiter }));
+    let inner = sdk.http_client().unwrap_or_else(default_http_client);
+    let http = SharedHttpClient::new(RateLimitedHttpClient { inner, limiter });
     C::build(sdk, interceptor, http)
+}
+
+/// The SDK's usual HTTPS client (hyper 1 with rustls), made here so that every client
+/// can be wrapped with the rate limiter.
+fn default_http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .build_https()
 }
 
 /// An AWS SDK client that [`Target::client`] can build. Implemented here for every
@@ -136,11 +148,7 @@ pub trait ServiceClient: Sized {
     /// The `service_code` label of its request counters.
     const SERVICE_CODE: &'static str;
     #[doc(hidden)]
-    fn build(
-        sdk: &SdkConfig,
-        interceptor: CountingInterceptor,
-        http: Option<SharedHttpClient>,
-    ) -> Self;
+    fn build(sdk: &SdkConfig, interceptor: CountingInterceptor, http: SharedHttpClient) -> Self;
 }
 
 macro_rules! service_client {
@@ -150,13 +158,13 @@ macro_rules! service_client {
             fn build(
                 sdk: &SdkConfig,
                 interceptor: CountingInterceptor,
-                http: Option<SharedHttpClient>,
+                http: SharedHttpClient,
             ) -> Self {
-                let mut b = $krate::config::Builder::from(sdk).interceptor(interceptor);
-                if let Some(http) = http {
-                    b = b.http_client(http);
-                }
-                $krate::Client::from_conf(b.build())
+                let conf = $krate::config::Builder::from(sdk)
+                    .interceptor(interceptor)
+                    .http_client(http)
+                    .build();
+                $krate::Client::from_conf(conf)
             }
         }
     };
@@ -166,7 +174,11 @@ service_client!(aws_sdk_ssm, "ssm");
 service_client!(aws_sdk_sts, "sts");
 service_client!(aws_sdk_servicequotas, "servicequotas");
 
-/// Counts every attempt that reached the network, and its error code if it failed.
+/// Counts AWS requests and their errors. Before each attempt is handed to the HTTP
+/// client it gets a [`SendProbe`]; the rate-limited connector counts the request when
+/// it really goes out (so an attempt that timed out while waiting for the limiter, or
+/// failed before sending, is not a request), and this interceptor counts the error of
+/// an attempt that was sent.
 #[doc(hidden)]
 #[derive(Debug, Clone)]
 pub struct CountingInterceptor {
@@ -174,9 +186,54 @@ pub struct CountingInterceptor {
     counters: AwsCallCounters,
 }
 
+/// Travels with one attempt's request to the connector.
+#[derive(Debug, Clone)]
+struct SendProbe {
+    service_code: &'static str,
+    operation: Arc<str>,
+    counters: AwsCallCounters,
+    sent: Arc<AtomicBool>,
+}
+
+impl SendProbe {
+    fn mark_sent(&self) {
+        self.sent.store(true, Ordering::SeqCst);
+        self.counters.request(self.service_code, &self.operation);
+    }
+}
+
+/// The same attempt's probe, kept in the config bag for the interceptor to read back.
+#[derive(Debug, Clone)]
+struct AttemptProbe(SendProbe);
+
+impl Storable for AttemptProbe {
+    type Storer = StoreReplace<Self>;
+}
+
 impl Intercept for CountingInterceptor {
     fn name(&self) -> &'static str {
         "headroom::CountingInterceptor"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        ctx: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let operation: Arc<str> = cfg
+            .load::<Metadata>()
+            .map_or("unknown", |m| m.name())
+            .into();
+        let probe = SendProbe {
+            service_code: self.service_code,
+            operation,
+            counters: self.counters.clone(),
+            sent: Arc::new(AtomicBool::new(false)),
+        };
+        ctx.request_mut().add_extension(probe.clone());
+        cfg.interceptor_state().store_put(AttemptProbe(probe));
+        Ok(())
     }
 
     fn read_after_attempt(
@@ -185,33 +242,32 @@ impl Intercept for CountingInterceptor {
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let operation = cfg.load::<Metadata>().map_or("unknown", |m| m.name());
-        let outcome = ctx.output_or_error();
-        let error = outcome.and_then(|o| o.err());
-        let code = match ctx.response() {
-            Some(resp) if !resp.status().is_success() || error.is_some() => {
+        let Some(AttemptProbe(probe)) = cfg.load::<AttemptProbe>().cloned() else {
+            return Ok(());
+        };
+        if !probe.sent.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let error = ctx.output_or_error().and_then(|o| o.err());
+        let code = match (error, ctx.response()) {
+            (Some(e), _) if e.is_timeout_error() => Some("timeout"),
+            (_, Some(resp)) if !resp.status().is_success() || error.is_some() => {
                 Some(response_error_code(
                     resp.status().as_u16(),
                     resp.headers().get("x-amzn-errortype"),
                     resp.body().bytes(),
                 ))
             }
-            Some(_) => None,
-            None => match error {
-                Some(e) if e.is_timeout_error() => Some("timeout"),
-                Some(e) => match e.as_connector_error() {
-                    Some(c) if c.is_timeout() => Some("timeout"),
-                    Some(c) if c.is_io() => Some("io"),
-                    Some(_) => Some("dispatch"),
-                    // Failed before anything was sent (credentials, signing): not a request.
-                    None => return Ok(()),
-                },
-                None => return Ok(()),
-            },
+            (_, Some(_)) | (None, None) => None,
+            (Some(e), None) => Some(match e.as_connector_error() {
+                Some(c) if c.is_timeout() => "timeout",
+                Some(c) if c.is_io() => "io",
+                _ => "dispatch",
+            }),
         };
-        self.counters.request(self.service_code, operation);
         if let Some(code) = code {
-            self.counters.error(self.service_code, operation, code);
+            self.counters
+                .error(self.service_code, &probe.operation, code);
         }
         Ok(())
     }
@@ -320,6 +376,9 @@ impl HttpConnector for RateLimitedConnector {
         let limiter = self.limiter.clone();
         HttpConnectorFuture::new(async move {
             limiter.acquire().await;
+            if let Some(probe) = request.extension::<SendProbe>() {
+                probe.mark_sent();
+            }
             inner.call(request).await
         })
     }
@@ -401,6 +460,8 @@ pub enum TargetError {
     NoRegion,
     #[error("accounts[{index}]: cannot find the account ID with STS GetCallerIdentity ({source}); set account_id")]
     Identity { index: usize, source: CollectError },
+    #[error("accounts[{index}]: account {account_id} is listed twice")]
+    Duplicate { index: usize, account_id: String },
 }
 
 /// Builds the (account, region) targets of a config: the standard AWS environment
@@ -420,6 +481,7 @@ pub async fn build_targets(
         .connect_timeout(attempt.min(Duration::from_secs(5)))
         .build();
     let base = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(default_http_client())
         .retry_config(retry)
         .timeout_config(timeouts)
         .identity_cache(identity_cache())
@@ -471,6 +533,12 @@ pub async fn build_targets(
                 (id, base.clone())
             }
         };
+        if targets
+            .iter()
+            .any(|t: &TargetSpec| t.account_id == account_id)
+        {
+            return Err(TargetError::Duplicate { index, account_id });
+        }
         for region in &regions {
             targets.push(TargetSpec {
                 account_id: account_id.clone(),

@@ -44,3 +44,18 @@ pub fn listen_socket(addr: &str) -> String {
         addr.to_string()
     }
 }
+
+/// The metrics path must be an absolute path of its own, not one the probes use.
+pub fn check_telemetry_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') || path.len() < 2 {
+        return Err(format!(
+            "--web.telemetry-path {path:?}: must start with / and not be / itself"
+        ));
+    }
+    if matches!(path, "/healthz" | "/readyz") || path.contains(['{', '}', '*', ' ']) {
+        return Err(format!(
+            "--web.telemetry-path {path:?}: reserved or not a plain path"
+        ));
+    }
+    Ok(())
+}

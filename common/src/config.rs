@@ -147,6 +147,13 @@ impl Config {
                     c.max_staleness, c.refresh_interval
                 ));
             }
+            let slowest_wait = 1.0 / c.rate_limit.0;
+            if slowest_wait >= self.aws.attempt_timeout.0.as_secs_f64() {
+                return Err(format!(
+                    "{key}.rate_limit: at {} requests per second a request may wait {slowest_wait:.0}s for its turn, longer than aws.attempt_timeout ({})",
+                    c.rate_limit.0, self.aws.attempt_timeout
+                ));
+            }
             check_overrides(&format!("{key}.limit_overrides"), &c.limit_overrides, specs)?;
         }
         let all_specs: Vec<QuotaSpec> =
@@ -166,12 +173,21 @@ impl Config {
             if a.role_arn.is_none() && (a.external_id.is_some() || a.session_name.is_some()) {
                 return Err(format!("{key}: external_id and session_name need role_arn"));
             }
-            let identity = (
-                a.account_id.as_ref().map(|x| x.0.clone()),
-                a.role_arn.as_ref().map(|x| x.0.clone()),
-            );
-            if !seen.insert(identity) {
-                return Err(format!("{key}: the same account is listed twice"));
+            // The same account twice (by ID, or by a role in it) would export every
+            // series twice. The default credentials' account is only known at start-up.
+            let id = a
+                .account_id
+                .as_ref()
+                .map(|x| x.0.clone())
+                .or_else(|| a.role_arn.as_ref().map(|r| r.account_id().to_string()))
+                .unwrap_or_default();
+            if !seen.insert(id.clone()) {
+                let which = if id.is_empty() {
+                    "the default credentials' account".to_string()
+                } else {
+                    format!("account {id}")
+                };
+                return Err(format!("{key}: {which} is listed twice"));
             }
             check_overrides(
                 &format!("{key}.limit_overrides"),
@@ -591,6 +607,9 @@ aws:
             ("accounts:\n  - external_id: abc\n", "accounts[0]", "need role_arn"),
             ("regions: [eu-west-1, eu-west-1]\n", "regions[1]", "listed twice"),
             ("aws:\n  max_attempts: 0\n", "aws.max_attempts", "1 to 20"),
+            ("accounts:\n  - account_id: \"222222222222\"\n  - role_arn: arn:aws:iam::222222222222:role/x\n", "accounts[1]", "listed twice"),
+            ("accounts:\n  - {}\n  - {}\n", "accounts[1]", "listed twice"),
+            ("collectors:\n  things:\n    rate_limit: 0.01\n", "collectors.things.rate_limit", "attempt_timeout"),
             ("- just\n- a list\n", "", "invalid type"),
         ];
         for (yaml, key, what) in cases {

@@ -54,6 +54,10 @@ pub fn main(info: ExporterInfo, collectors: Vec<Arc<dyn Collector>>) -> ExitCode
         Err(e) => e.exit(),
     };
     telemetry::init(cli.log_level, cli.log_format);
+    if let Err(e) = cli::check_telemetry_path(&cli.telemetry_path) {
+        eprintln!("{}: {e}", info.name);
+        return ExitCode::from(1);
+    }
     let quotas: Vec<(&str, &[QuotaSpec])> =
         collectors.iter().map(|c| (c.name(), c.quotas())).collect();
     let config = match &cli.config_file {

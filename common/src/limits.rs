@@ -98,14 +98,16 @@ impl LimitResolver {
         &self.current
     }
 
-    /// Fetches every quota's limit and returns the new set.
+    /// Fetches every quota's limit and returns the new set, and whether every lookup
+    /// gave an answer (a failed one should be tried again soon, not in an hour).
     pub async fn refresh(
         &mut self,
         target: &Target,
         quotas: &[QuotaSpec],
         overrides: &BTreeMap<String, f64>,
-    ) -> HashMap<&'static str, ResolvedLimit> {
+    ) -> (HashMap<&'static str, ResolvedLimit>, bool) {
         let client: aws_sdk_servicequotas::Client = target.client();
+        let mut complete = true;
         for spec in quotas {
             let override_value = overrides.get(spec.quota_code).copied();
             let asks = override_value.is_none() && spec.in_service_quotas;
@@ -137,11 +139,13 @@ impl LimitResolver {
             ] {
                 self.log_once(target, spec, op, l);
             }
+            complete &=
+                !matches!(applied, Lookup::Failed(_)) && !matches!(default, Lookup::Failed(_));
             let previous = self.current.get(spec.quota_code).copied();
             let resolved = decide(spec, override_value, &applied, &default, previous);
             self.current.insert(spec.quota_code, resolved);
         }
-        self.current.clone()
+        (self.current.clone(), complete)
     }
 
     fn log_once(&mut self, target: &Target, spec: &QuotaSpec, op: &'static str, l: &Lookup) {

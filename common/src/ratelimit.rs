@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 #[derive(Debug)]
 pub struct RateLimiter {
+    rate: f64,
     interval: Duration,
     burst: Duration,
     /// The theoretical arrival time of the next request.
@@ -25,15 +26,16 @@ impl RateLimiter {
         let interval = Duration::from_secs_f64(1.0 / rate);
         let burst_count = rate.ceil().max(1.0);
         RateLimiter {
+            rate,
             interval,
             burst: interval.mul_f64(burst_count - 1.0),
             tat: Mutex::new(None),
         }
     }
 
-    /// Requests per second.
+    /// Requests per second, as configured.
     pub fn rate(&self) -> f64 {
-        1.0 / self.interval.as_secs_f64()
+        self.rate
     }
 
     /// Waits until one more request may go out.

@@ -54,23 +54,29 @@ async fn run(job: Job, snapshot: Arc<Snapshot>) {
         let started = Instant::now();
         if started >= limits_due {
             let quotas = job.collector.quotas();
-            let limits = match tokio::time::timeout(
+            let (limits, complete) = match tokio::time::timeout(
                 timeout,
                 resolver.refresh(&job.target, quotas, &job.overrides),
             )
             .await
             {
-                Ok(limits) => limits,
+                Ok(r) => r,
                 Err(_) => {
                     tracing::warn!(
                         collector = job.collector.name(), account_id = %job.target.account_id,
                         aws_region = %job.target.region, "limits refresh timed out; keeping the last known limits"
                     );
-                    resolver.current().clone()
+                    (resolver.current().clone(), false)
                 }
             };
             entry.limits = Arc::new(limits);
-            limits_due = started + jittered(job.settings.limits_refresh_interval.0);
+            // A lookup that failed is tried again at the next usage refresh.
+            let next = if complete {
+                job.settings.limits_refresh_interval.0
+            } else {
+                interval
+            };
+            limits_due = started + jittered(next);
         }
         let collect_started = Instant::now();
         let result = match tokio::time::timeout(timeout, job.collector.collect(&job.target)).await {

@@ -140,7 +140,11 @@ async fn limits_follow_override_applied_default_builtin() {
     let overrides = BTreeMap::from([("L-EEEEEEEE".to_string(), 99.0)]);
 
     let mut resolver = LimitResolver::default();
-    let limits = resolver.refresh(&target, QUOTAS, &overrides).await;
+    let (limits, complete) = resolver.refresh(&target, QUOTAS, &overrides).await;
+    assert!(
+        complete,
+        "NoSuchResource and AccessDenied are answers, not failures"
+    );
     let got = |code: &str| {
         let l = limits[code];
         (l.value, l.source)
@@ -177,7 +181,8 @@ async fn limits_follow_override_applied_default_builtin() {
         "faults",
         r#"{"operation":"GetServiceQuota","code":"TooManyRequestsException","status":400}"#,
     );
-    let limits = resolver.refresh(&target, QUOTAS, &overrides).await;
+    let (limits, complete) = resolver.refresh(&target, QUOTAS, &overrides).await;
+    assert!(!complete, "a throttled lookup is not an answer");
     assert_eq!(
         (limits["L-AAAAAAAA"].value, limits["L-AAAAAAAA"].source),
         (2000.0, LimitSource::Applied)
