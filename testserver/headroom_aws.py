@@ -18,7 +18,8 @@ Control API (JSON over HTTP, under /_headroom/):
   POST /_headroom/seed/ssm                  {"account","region","standard","advanced","prefix"}
   POST /_headroom/quotas                    {"account","region","service_code","quota_code",
                                              "applied": number|"NoSuchResource"|"AccessDenied",
-                                             "default": number|"NoSuchResource"|"AccessDenied"}
+                                             "default": number|"NoSuchResource"|"AccessDenied",
+                                             "resources": {"<resource ARN>": number}}
   POST /_headroom/faults                    {"operation","account","region","code","status",
                                              "every","times","latency_ms"} (all optional but code
                                              or latency_ms); returns {"id"}
@@ -270,6 +271,8 @@ class Layer:
     def service_quotas(self, account: str, region: str, operation: str, body: bytes, start: Callable) -> list[bytes]:
         req = json.loads(body or b"{}")
         service_code, quota_code = req.get("ServiceCode", ""), req.get("QuotaCode", "")
+        if operation == "ListServiceQuotas":
+            return self.list_service_quotas(account, region, req, start)
         if operation not in ("GetServiceQuota", "GetAWSDefaultServiceQuota"):
             return aws_json_error(start, 400, "IllegalArgumentException", f"{operation} is not served by the test server")
         with STATE.lock:
@@ -292,6 +295,33 @@ class Layer:
             "GlobalQuota": bool(entry.get("global", False)),
         }
         return json_response(start, 200, {"Quota": quota})
+
+    def list_service_quotas(self, account: str, region: str, req: dict, start: Callable) -> list[bytes]:
+        """Values applied to single resources (QuotaAppliedAtLevel RESOURCE), paged."""
+        service_code, quota_code = req.get("ServiceCode", ""), req.get("QuotaCode")
+        level = req.get("QuotaAppliedAtLevel", "ACCOUNT")
+        max_results = req.get("MaxResults", 100)
+        if not isinstance(max_results, int) or not 1 <= max_results <= 100:
+            return aws_json_error(start, 400, "ValidationException", "MaxResults must be 1 to 100")
+        items = []
+        with STATE.lock:
+            for (acct, reg, svc, code), entry in sorted(STATE.quotas.items()):
+                if (acct, reg, svc) != (account, region, service_code) or (quota_code and code != quota_code):
+                    continue
+                if level in ("ACCOUNT", "ALL") and isinstance(entry.get("applied"), (int, float)):
+                    items.append({"ServiceCode": svc, "QuotaCode": code, "QuotaName": entry.get("name", code), "Value": entry["applied"], "Adjustable": True, "GlobalQuota": False})
+                if level in ("RESOURCE", "ALL"):
+                    for arn, value in sorted(entry.get("resources", {}).items()):
+                        items.append({
+                            "ServiceCode": svc, "QuotaCode": code, "QuotaName": entry.get("name", code), "Value": value,
+                            "Adjustable": True, "GlobalQuota": False,
+                            "QuotaContext": {"ContextScope": "RESOURCE", "ContextScopeType": "AWS::ECR::Repository", "ContextId": arn},
+                        })
+        offset = int(req.get("NextToken") or 0)
+        out: dict[str, Any] = {"Quotas": items[offset : offset + max_results]}
+        if offset + max_results < len(items):
+            out["NextToken"] = str(offset + max_results)
+        return json_response(start, 200, out)
 
     # --- control -------------------------------------------------------------------------
 
@@ -322,7 +352,7 @@ class Layer:
         if action == "quotas":
             key = (req.get("account", DEFAULT_ACCOUNT), req["region"], req["service_code"], req["quota_code"])
             with STATE.lock:
-                STATE.quotas[key] = {k: v for k, v in req.items() if k in ("applied", "default", "adjustable", "global", "name")}
+                STATE.quotas[key] = {k: v for k, v in req.items() if k in ("applied", "default", "adjustable", "global", "name", "resources")}
             return {"ok": True}
         if action == "faults":
             with STATE.lock:

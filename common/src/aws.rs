@@ -84,6 +84,15 @@ pub struct Target {
     sdk: SdkConfig,
     aws: Arc<AwsContext>,
     rate_limit: f64,
+    resources: Arc<ResourceSettings>,
+}
+
+/// Which resources a per-resource collector counts, and how many at once.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceSettings {
+    pub include: Vec<crate::config::Pattern>,
+    pub exclude: Vec<crate::config::Pattern>,
+    pub concurrency: usize,
 }
 
 impl fmt::Debug for Target {
@@ -96,6 +105,19 @@ impl fmt::Debug for Target {
 }
 
 impl Target {
+    /// Whether a per-resource collector should count this resource (config `include`
+    /// and `exclude`), so that excluded resources cost no API calls.
+    pub fn wants(&self, name: &str) -> bool {
+        let r = &self.resources;
+        (r.include.is_empty() || r.include.iter().any(|p| p.matches(name)))
+            && !r.exclude.iter().any(|p| p.matches(name))
+    }
+
+    /// How many resources a per-resource collector may count at once.
+    pub fn concurrency(&self) -> usize {
+        self.resources.concurrency.max(1)
+    }
+
     /// A client for this target whose every request is counted and rate-limited.
     pub fn client<C: ServiceClient>(&self) -> C {
         self.client_in::<C>(&self.region)
@@ -442,13 +464,19 @@ pub struct TargetSpec {
 }
 
 impl TargetSpec {
-    pub fn for_collector(&self, aws: &Arc<AwsContext>, rate_limit: f64) -> Target {
+    pub fn for_collector(
+        &self,
+        aws: &Arc<AwsContext>,
+        rate_limit: f64,
+        resources: Arc<ResourceSettings>,
+    ) -> Target {
         Target {
             account_id: self.account_id.clone(),
             region: self.region.clone(),
             sdk: self.sdk.clone(),
             aws: aws.clone(),
             rate_limit,
+            resources,
         }
     }
 }

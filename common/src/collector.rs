@@ -26,6 +26,9 @@ pub struct QuotaSpec {
     pub adjustable: bool,
     /// Whether Service Quotas knows this quota (so the limit is looked up there).
     pub in_service_quotas: bool,
+    /// Whether Service Quotas may hold values applied to single resources (its
+    /// `ContextId`, the resource ARN); usage is then reported per resource.
+    pub resource_level: bool,
 }
 
 /// One usage value counted by a collector.

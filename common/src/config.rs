@@ -67,6 +67,15 @@ pub struct CollectorConfig {
     pub rate_limit: Rate,
     /// Limit overrides by quota code, for every account.
     pub limit_overrides: BTreeMap<String, LimitValue>,
+    /// Per-resource collectors: only resources whose name matches one of these
+    /// patterns (`*` any run of characters, `?` one); empty means all.
+    pub include: Vec<Pattern>,
+    /// Per-resource collectors: skip resources whose name matches one of these.
+    pub exclude: Vec<Pattern>,
+    /// Per-resource quotas: series below this usage ratio are not exported.
+    pub min_usage_ratio: Ratio,
+    /// Per-resource collectors: how many resources are counted at once.
+    pub concurrency: Concurrency,
 }
 
 impl Default for CollectorConfig {
@@ -78,6 +87,10 @@ impl Default for CollectorConfig {
             max_staleness: Dur(Duration::from_secs(1800)),
             rate_limit: Rate(5.0),
             limit_overrides: BTreeMap::new(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            min_usage_ratio: Ratio(0.0),
+            concurrency: Concurrency(4),
         }
     }
 }
@@ -498,6 +511,85 @@ impl<'de> Deserialize<'de> for LimitValue {
     }
 }
 
+/// A name pattern: `*` matches any run of characters, `?` one character.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern(pub String);
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_string(d, |s| {
+            if s.is_empty() {
+                Err("a pattern must not be empty".into())
+            } else {
+                Ok(())
+            }
+        })
+        .map(Pattern)
+    }
+}
+
+impl Pattern {
+    pub fn matches(&self, name: &str) -> bool {
+        glob_match(self.0.as_bytes(), name.as_bytes())
+    }
+}
+
+/// Iterative wildcard match with backtracking to the last `*`: linear in practice.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, n));
+            p += 1;
+        } else if let Some((sp, sn)) = star {
+            p = sp + 1;
+            n = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// A ratio from 0 to 1.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Ratio(pub f64);
+
+impl<'de> Deserialize<'de> for Ratio {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if (0.0..=1.0).contains(&v) {
+            Ok(Ratio(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid ratio {v}: expected 0 to 1, such as 0.5"
+            )))
+        }
+    }
+}
+
+/// Resources counted at once: 1 to 64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concurrency(pub usize);
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = usize::deserialize(d)?;
+        if (1..=64).contains(&v) {
+            Ok(Concurrency(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid concurrency {v}: expected 1 to 64"
+            )))
+        }
+    }
+}
+
 /// Attempts per request: 1 to 20.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempts(pub u32);
@@ -526,6 +618,7 @@ mod tests {
         builtin_limit: 10.0,
         adjustable: false,
         in_service_quotas: true,
+        resource_level: false,
     }];
     const Q: &[(&str, &[QuotaSpec])] = &[("things", SPECS)];
 
@@ -627,6 +720,41 @@ aws:
             e.contains("collectors.things.timeout") && e.contains("line 3"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn patterns() {
+        let p = |s: &str| Pattern(s.to_string());
+        assert!(p("team-*").matches("team-a"));
+        assert!(p("team-*").matches("team-"));
+        assert!(!p("team-*").matches("other"));
+        assert!(p("*/cache").matches("a/b/cache"));
+        assert!(p("a?c").matches("abc") && !p("a?c").matches("abbc"));
+        assert!(p("*a*b*").matches("xxaxxbxx") && !p("*a*b*").matches("xxbxxaxx"));
+        assert!(p("exact").matches("exact") && !p("exact").matches("exact2"));
+    }
+
+    #[test]
+    fn resource_settings_are_checked() {
+        let c = Config::parse("collectors:\n  things:\n    include: [\"a-*\"]\n    min_usage_ratio: 0.5\n    concurrency: 8\n", Q)
+            .expect("valid");
+        assert_eq!(c.collector("things").concurrency, Concurrency(8));
+        for (yaml, key) in [
+            (
+                "collectors:\n  things:\n    min_usage_ratio: 2\n",
+                "collectors.things.min_usage_ratio",
+            ),
+            (
+                "collectors:\n  things:\n    concurrency: 0\n",
+                "collectors.things.concurrency",
+            ),
+            (
+                "collectors:\n  things:\n    exclude: [\"\"]\n",
+                "collectors.things.exclude[0]",
+            ),
+        ] {
+            assert!(err(yaml).contains(key), "{yaml}: {}", err(yaml));
+        }
     }
 
     #[test]

@@ -85,16 +85,53 @@ pub fn decide(
     make(spec.builtin_limit, LimitSource::Builtin, None)
 }
 
+/// The limits in force for one target: per quota, and per resource where Service
+/// Quotas holds a value applied to one resource.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    pub quotas: HashMap<&'static str, ResolvedLimit>,
+    pub resources: HashMap<(&'static str, String), ResolvedLimit>,
+}
+
+impl Limits {
+    /// The limit for one usage sample: an override wins over everything; then a value
+    /// applied to this resource; then the quota's own.
+    pub fn get(&self, spec: &QuotaSpec, resource: &str) -> ResolvedLimit {
+        let quota = self.quotas.get(spec.quota_code).copied();
+        if let Some(q) = quota.filter(|q| q.source == LimitSource::Override) {
+            return q;
+        }
+        if !resource.is_empty() {
+            if let Some(r) = self.resources.get(&(spec.quota_code, resource.to_string())) {
+                return *r;
+            }
+        }
+        quota.unwrap_or(ResolvedLimit {
+            value: spec.builtin_limit,
+            source: LimitSource::Builtin,
+            adjustable: spec.adjustable,
+        })
+    }
+}
+
+/// The resource name in an ARN: `arn:aws:ecr:eu-west-1:1:repository/team/app` gives
+/// `team/app` (the part after the resource type).
+pub fn resource_of_arn(arn: &str) -> Option<String> {
+    let resource = arn.splitn(6, ':').nth(5)?;
+    let name = resource.split_once('/').map_or(resource, |(_, n)| n);
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// Resolves the limits of a collector's quotas for one target, keeping state between
 /// refreshes (the last values, and which fallbacks were already logged).
 #[derive(Debug, Default)]
 pub struct LimitResolver {
-    current: HashMap<&'static str, ResolvedLimit>,
+    current: Limits,
     logged: HashSet<(&'static str, &'static str, &'static str)>,
 }
 
 impl LimitResolver {
-    pub fn current(&self) -> &HashMap<&'static str, ResolvedLimit> {
+    pub fn current(&self) -> &Limits {
         &self.current
     }
 
@@ -105,7 +142,7 @@ impl LimitResolver {
         target: &Target,
         quotas: &[QuotaSpec],
         overrides: &BTreeMap<String, f64>,
-    ) -> (HashMap<&'static str, ResolvedLimit>, bool) {
+    ) -> (Limits, bool) {
         let client: aws_sdk_servicequotas::Client = target.client();
         let mut complete = true;
         for spec in quotas {
@@ -141,11 +178,89 @@ impl LimitResolver {
             }
             complete &=
                 !matches!(applied, Lookup::Failed(_)) && !matches!(default, Lookup::Failed(_));
-            let previous = self.current.get(spec.quota_code).copied();
+            let previous = self.current.quotas.get(spec.quota_code).copied();
             let resolved = decide(spec, override_value, &applied, &default, previous);
-            self.current.insert(spec.quota_code, resolved);
+            self.current.quotas.insert(spec.quota_code, resolved);
+            if asks && spec.resource_level {
+                complete &= self.refresh_resources(&client, target, spec).await;
+            }
         }
         (self.current.clone(), complete)
+    }
+
+    /// Values applied to single resources (ListServiceQuotas at the RESOURCE level).
+    /// Returns false when the lookup failed and the last values were kept.
+    async fn refresh_resources(
+        &mut self,
+        client: &aws_sdk_servicequotas::Client,
+        target: &Target,
+        spec: &QuotaSpec,
+    ) -> bool {
+        const OP: &str = "ListServiceQuotas";
+        let mut found = HashMap::new();
+        let mut token: Option<String> = None;
+        // A bound far above any account, so a server that keeps returning tokens stops.
+        for _ in 0..1000 {
+            let page = client
+                .list_service_quotas()
+                .service_code(spec.service_code)
+                .quota_code(spec.quota_code)
+                .quota_applied_at_level(aws_sdk_servicequotas::types::AppliedLevelEnum::Resource)
+                .max_results(100)
+                .set_next_token(token.take())
+                .send()
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    let lookup = lookup::<_, _>(
+                        OP,
+                        Err::<Option<aws_sdk_servicequotas::types::ServiceQuota>, _>(e),
+                    );
+                    self.log_once(target, spec, OP, &lookup);
+                    return match lookup {
+                        // No resource-level values here: only the quota's own value applies.
+                        Lookup::Missing(_) => {
+                            self.current
+                                .resources
+                                .retain(|(code, _), _| *code != spec.quota_code);
+                            true
+                        }
+                        _ => false,
+                    };
+                }
+            };
+            for q in page.quotas() {
+                let Some(ctx) = q.quota_context() else {
+                    continue;
+                };
+                let (Some(arn), Some(value)) = (ctx.context_id(), q.value()) else {
+                    continue;
+                };
+                let Some(resource) = resource_of_arn(arn) else {
+                    continue;
+                };
+                if value.is_finite() && value >= 0.0 {
+                    let limit = ResolvedLimit {
+                        value,
+                        source: LimitSource::Applied,
+                        adjustable: q.adjustable(),
+                    };
+                    found.insert((spec.quota_code, resource), limit);
+                }
+            }
+            match page.next_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => {
+                    self.current
+                        .resources
+                        .retain(|(code, _), _| *code != spec.quota_code);
+                    self.current.resources.extend(found);
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     fn log_once(&mut self, target: &Target, spec: &QuotaSpec, op: &'static str, l: &Lookup) {
@@ -196,9 +311,10 @@ where
         Err(e) => {
             let e = CollectError::from_sdk(op, &e);
             match e.code {
-                "NoSuchResourceException" | "AccessDeniedException" | "AccessDenied" => {
-                    Lookup::Missing(e.code)
-                }
+                "NoSuchResourceException"
+                | "AccessDeniedException"
+                | "AccessDenied"
+                | "IllegalArgumentException" => Lookup::Missing(e.code),
                 _ => Lookup::Failed(e),
             }
         }
@@ -216,6 +332,7 @@ mod tests {
         builtin_limit: 10.0,
         adjustable: false,
         in_service_quotas: true,
+        resource_level: false,
     };
 
     fn found(v: f64) -> Lookup {
@@ -280,6 +397,58 @@ mod tests {
             d(None, &failed(), &Lookup::NotAsked, Some(old)),
             (10.0, LimitSource::Builtin)
         );
+    }
+
+    #[test]
+    fn resource_values_sit_between_override_and_the_quota() {
+        let per = QuotaSpec {
+            resource_level: true,
+            ..SPEC
+        };
+        let mut limits = Limits::default();
+        assert_eq!(limits.get(&per, "repo").source, LimitSource::Builtin);
+        limits.quotas.insert(
+            "L-1",
+            ResolvedLimit {
+                value: 100.0,
+                source: LimitSource::Applied,
+                adjustable: true,
+            },
+        );
+        limits.resources.insert(
+            ("L-1", "repo".into()),
+            ResolvedLimit {
+                value: 250.0,
+                source: LimitSource::Applied,
+                adjustable: true,
+            },
+        );
+        assert_eq!(limits.get(&per, "repo").value, 250.0);
+        assert_eq!(limits.get(&per, "other").value, 100.0);
+        assert_eq!(limits.get(&per, "").value, 100.0);
+        limits.quotas.insert(
+            "L-1",
+            ResolvedLimit {
+                value: 5.0,
+                source: LimitSource::Override,
+                adjustable: true,
+            },
+        );
+        assert_eq!(limits.get(&per, "repo").value, 5.0);
+    }
+
+    #[test]
+    fn resource_names_come_from_arns() {
+        assert_eq!(
+            resource_of_arn("arn:aws:ecr:eu-west-1:123456789012:repository/team/app").as_deref(),
+            Some("team/app")
+        );
+        assert_eq!(
+            resource_of_arn("arn:aws:s3:::bucket").as_deref(),
+            Some("bucket")
+        );
+        assert_eq!(resource_of_arn("not an arn"), None);
+        assert_eq!(resource_of_arn("arn:aws:ecr:r:1:repository/"), None);
     }
 
     #[test]

@@ -166,15 +166,15 @@ fn snapshot_families(snapshot: &Snapshot, now: SystemTime) -> Vec<MetricFamily> 
             let Some(spec) = e.quotas.iter().find(|q| q.quota_code == u.quota_code) else {
                 continue;
             };
-            let resolved =
-                e.limits
-                    .get(u.quota_code)
-                    .copied()
-                    .unwrap_or(crate::limits::ResolvedLimit {
-                        value: spec.builtin_limit,
-                        source: crate::limits::LimitSource::Builtin,
-                        adjustable: spec.adjustable,
-                    });
+            let resolved = e.limits.get(spec, &u.resource);
+            // Cardinality control: quiet resources of a per-resource quota stay out.
+            if !u.resource.is_empty()
+                && e.min_usage_ratio > 0.0
+                && resolved.value > 0.0
+                && u.value / resolved.value < e.min_usage_ratio
+            {
+                continue;
+            }
             let base = [
                 ("account_id", e.account_id.as_str()),
                 ("aws_region", e.region.as_str()),

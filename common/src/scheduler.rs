@@ -143,20 +143,27 @@ pub fn plan(
     let mut jobs = Vec::new();
     for c in collectors {
         let settings = config.collector(c.name());
+        let resources = Arc::new(crate::aws::ResourceSettings {
+            include: settings.include.clone(),
+            exclude: settings.exclude.clone(),
+            concurrency: settings.concurrency.0,
+        });
         for t in targets {
             let index = entries.len();
-            entries.push(Entry::new(
+            let mut entry = Entry::new(
                 c.name(),
                 t.account_id.clone(),
                 t.region.clone(),
                 c.quotas(),
                 settings.refresh_interval.0,
                 settings.max_staleness.0,
-            ));
+            );
+            entry.min_usage_ratio = settings.min_usage_ratio.0;
+            entries.push(entry);
             jobs.push(Job {
                 index,
                 collector: c.clone(),
-                target: t.for_collector(aws, settings.rate_limit.0),
+                target: t.for_collector(aws, settings.rate_limit.0, resources.clone()),
                 overrides: merge_overrides(&settings.limit_overrides, &t.account.limit_overrides),
                 settings: settings.clone(),
             });

@@ -1,12 +1,11 @@
 //! The last good samples of every (collector, target) and their health. Each entry is
 //! replaced whole after a refresh, so a scrape sees one refresh or the next, never half.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::collector::{QuotaSpec, Usage};
-use crate::limits::ResolvedLimit;
+use crate::limits::Limits;
 
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -18,7 +17,9 @@ pub struct Entry {
     pub max_staleness: Duration,
     /// The last good usage, and the limits in force.
     pub usage: Arc<Vec<Usage>>,
-    pub limits: Arc<HashMap<&'static str, ResolvedLimit>>,
+    pub limits: Arc<Limits>,
+    /// Per-resource series below this usage ratio are not exported (0: export all).
+    pub min_usage_ratio: f64,
     /// Whether a refresh has finished yet (success or not).
     pub attempted: bool,
     /// Whether the last refresh succeeded.
@@ -44,7 +45,8 @@ impl Entry {
             refresh_interval,
             max_staleness,
             usage: Arc::new(Vec::new()),
-            limits: Arc::new(HashMap::new()),
+            limits: Arc::new(Limits::default()),
+            min_usage_ratio: 0.0,
             attempted: false,
             success: false,
             last_duration: Duration::ZERO,

@@ -92,6 +92,7 @@ const fn spec(code: &'static str, builtin: f64, in_sq: bool) -> QuotaSpec {
         builtin_limit: builtin,
         adjustable: false,
         in_service_quotas: in_sq,
+        resource_level: false,
     }
 }
 
@@ -101,7 +102,19 @@ const NO_DATA: QuotaSpec = spec("L-CCCCCCCC", 30.0, true);
 const DENIED: QuotaSpec = spec("L-DDDDDDDD", 40.0, true);
 const OVERRIDDEN: QuotaSpec = spec("L-EEEEEEEE", 50.0, true);
 const NOT_LISTED: QuotaSpec = spec("not_in_service_quotas", 60.0, false);
-const QUOTAS: &[QuotaSpec] = &[APPLIED, DEFAULT, NO_DATA, DENIED, OVERRIDDEN, NOT_LISTED];
+const PER_RESOURCE: QuotaSpec = QuotaSpec {
+    resource_level: true,
+    ..spec("L-FFFFFFFF", 70.0, true)
+};
+const QUOTAS: &[QuotaSpec] = &[
+    APPLIED,
+    DEFAULT,
+    NO_DATA,
+    DENIED,
+    OVERRIDDEN,
+    NOT_LISTED,
+    PER_RESOURCE,
+];
 
 #[tokio::test]
 async fn limits_follow_override_applied_default_builtin() {
@@ -120,6 +133,22 @@ async fn limits_follow_override_applied_default_builtin() {
             ),
         );
     }
+    // 150 repositories with their own raised limit: two pages of ListServiceQuotas.
+    let resources: Vec<String> = (0..150)
+        .map(|i| {
+            format!(
+                r#""arn:aws:ecr:eu-west-1:{account}:repository/team/app{i}": {}"#,
+                1000 + i
+            )
+        })
+        .collect();
+    server.post(
+        "quotas",
+        &format!(
+            r#"{{"account":"{account}","region":"eu-west-1","service_code":"ecr","quota_code":"L-FFFFFFFF","applied":500,"default":100,"resources":{{{}}}}}"#,
+            resources.join(",")
+        ),
+    );
     // The standard AWS environment, pointed at the test server. This test binary has
     // one test, so nothing else reads the environment meanwhile.
     std::env::set_var("AWS_ENDPOINT_URL", server.url());
@@ -136,7 +165,7 @@ async fn limits_follow_override_applied_default_builtin() {
     let aws = AwsContext::new(metrics.aws.clone());
     let targets = build_targets(&config, &aws).await.expect("targets");
     assert_eq!(targets.len(), 1);
-    let target = targets[0].for_collector(&aws, 100.0);
+    let target = targets[0].for_collector(&aws, 100.0, Default::default());
     let overrides = BTreeMap::from([("L-EEEEEEEE".to_string(), 99.0)]);
 
     let mut resolver = LimitResolver::default();
@@ -146,12 +175,12 @@ async fn limits_follow_override_applied_default_builtin() {
         "NoSuchResource and AccessDenied are answers, not failures"
     );
     let got = |code: &str| {
-        let l = limits[code];
+        let l = limits.quotas[code];
         (l.value, l.source)
     };
     assert_eq!(got("L-AAAAAAAA"), (2000.0, LimitSource::Applied));
     assert!(
-        limits["L-AAAAAAAA"].adjustable,
+        limits.quotas["L-AAAAAAAA"].adjustable,
         "adjustable comes from Service Quotas"
     );
     assert_eq!(got("L-BBBBBBBB"), (1500.0, LimitSource::Default));
@@ -159,6 +188,15 @@ async fn limits_follow_override_applied_default_builtin() {
     assert_eq!(got("L-DDDDDDDD"), (40.0, LimitSource::Builtin));
     assert_eq!(got("L-EEEEEEEE"), (99.0, LimitSource::Override));
     assert_eq!(got("not_in_service_quotas"), (60.0, LimitSource::Builtin));
+    // A repository with its own applied value shows it; the others the quota's.
+    let per = |r: &str| {
+        let l = limits.get(&PER_RESOURCE, r);
+        (l.value, l.source)
+    };
+    assert_eq!(per("team/app0"), (1000.0, LimitSource::Applied));
+    assert_eq!(per("team/app149"), (1149.0, LimitSource::Applied));
+    assert_eq!(per("team/other"), (500.0, LimitSource::Applied));
+    assert_eq!(limits.resources.len(), 150);
 
     let text = metrics.render(
         &headroom_common::snapshot::Snapshot::default(),
@@ -172,7 +210,8 @@ async fn limits_follow_override_applied_default_builtin() {
     };
     // Applied asked for the four listed, not overridden quotas; default only where
     // applied had no value (B, C, D).
-    assert_eq!(count("GetServiceQuota"), 4.0, "{text}");
+    assert_eq!(count("GetServiceQuota"), 5.0, "{text}");
+    assert_eq!(count("ListServiceQuotas"), 2.0, "{text}");
     assert_eq!(count("GetAWSDefaultServiceQuota"), 3.0, "{text}");
 
     // A lookup that fails for another reason (throttled past its retries) keeps the
@@ -184,11 +223,17 @@ async fn limits_follow_override_applied_default_builtin() {
     let (limits, complete) = resolver.refresh(&target, QUOTAS, &overrides).await;
     assert!(!complete, "a throttled lookup is not an answer");
     assert_eq!(
-        (limits["L-AAAAAAAA"].value, limits["L-AAAAAAAA"].source),
+        (
+            limits.quotas["L-AAAAAAAA"].value,
+            limits.quotas["L-AAAAAAAA"].source
+        ),
         (2000.0, LimitSource::Applied)
     );
     assert_eq!(
-        (limits["L-CCCCCCCC"].value, limits["L-CCCCCCCC"].source),
+        (
+            limits.quotas["L-CCCCCCCC"].value,
+            limits.quotas["L-CCCCCCCC"].source
+        ),
         (30.0, LimitSource::Builtin)
     );
     let text = metrics.render(
@@ -196,7 +241,7 @@ async fn limits_follow_override_applied_default_builtin() {
         SystemTime::now(),
     );
     assert!(
-        text.contains("aws_quota_exporter_aws_request_errors_total{error_code=\"TooManyRequestsException\",operation=\"GetServiceQuota\",service_code=\"servicequotas\"} 8"),
-        "two attempts for each of four quotas: {text}"
+        text.contains("aws_quota_exporter_aws_request_errors_total{error_code=\"TooManyRequestsException\",operation=\"GetServiceQuota\",service_code=\"servicequotas\"} 10"),
+        "two attempts for each of five quotas: {text}"
     );
 }

@@ -14,6 +14,7 @@ pub const STANDARD: QuotaSpec = QuotaSpec {
     builtin_limit: 10_000.0,
     adjustable: false,
     in_service_quotas: false,
+    resource_level: false,
 };
 
 pub const ADVANCED: QuotaSpec = QuotaSpec {
@@ -23,6 +24,7 @@ pub const ADVANCED: QuotaSpec = QuotaSpec {
     builtin_limit: 100_000.0,
     adjustable: false,
     in_service_quotas: false,
+    resource_level: false,
 };
 
 const QUOTAS: &[QuotaSpec] = &[STANDARD, ADVANCED];
