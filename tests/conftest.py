@@ -77,6 +77,12 @@ class AwsServer:
     def seed_ssm(self, region: str, standard: int, advanced: int, account: str = ACCOUNT_A, prefix: str = "/t") -> None:
         self.post("seed/ssm", {"account": account, "region": region, "standard": standard, "advanced": advanced, "prefix": prefix})
 
+    def seed_ecr(self, region: str, repositories: dict, empty: int = 0, account: str = ACCOUNT_A, prefix: str = "empty") -> None:
+        self.post("seed/ecr", {"account": account, "region": region, "repositories": repositories, "empty": empty, "prefix": prefix})
+
+    def quota(self, region: str, service_code: str, quota_code: str, account: str = ACCOUNT_A, **values: Any) -> None:
+        self.post("quotas", {"account": account, "region": region, "service_code": service_code, "quota_code": quota_code, **values})
+
     def fault(self, **kw: Any) -> int:
         return self.post("faults", kw)["id"]
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import io
 import json
 import re
@@ -87,12 +88,15 @@ class State:
     quotas: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)
     short_pages: bool = False
+    # (account, region, repository) -> digests of archived images
+    archived: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)
 
     def reset(self) -> None:
         with self.lock:
             self.faults.clear()
             self.quotas.clear()
             self.log.clear()
+            self.archived.clear()
             self.short_pages = False
 
 
@@ -171,6 +175,10 @@ class Layer:
                     return aws_json_error(recording_start, fault.status, fault.code, fault.message)
             if target == "AmazonSSM.DescribeParameters":
                 return self.describe_parameters(account, region, body, recording_start)
+            if target == "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories":
+                return self.describe_repositories(account, region, body, recording_start)
+            if target == "AmazonEC2ContainerRegistry_V20150921.ListImages":
+                return self.list_images(account, region, body, recording_start)
             if target.startswith("ServiceQuotasV20190624."):
                 return self.service_quotas(account, region, operation, body, recording_start)
             return self.moto(environ, recording_start)
@@ -265,6 +273,75 @@ class Layer:
         if hasattr(lm, "timestamp"):
             d["LastModifiedDate"] = lm.timestamp()
         return d
+
+    # --- ECR ---------------------------------------------------------------------------
+    # moto returns every repository and image in one page whatever maxResults says.
+
+    @staticmethod
+    def page_of(items: list, req: dict, start: Callable, limit: int, default: int, key: str) -> list[bytes]:
+        max_results = req.get("maxResults", default)
+        if not isinstance(max_results, int) or not 1 <= max_results <= limit:
+            return aws_json_error(
+                start, 400, "InvalidParameterException",
+                f"Invalid parameter at 'maxResults' failed to satisfy constraint: 'Member must have value less than or equal to {limit}'",
+            )
+        offset = 0
+        if req.get("nextToken"):
+            try:
+                offset = int(base64.b64decode(req["nextToken"]).decode().split(":")[1])
+            except Exception:
+                return aws_json_error(start, 400, "InvalidParameterException", "Invalid parameter at 'nextToken'")
+        out: dict[str, Any] = {key: items[offset : offset + max_results]}
+        if offset + max_results < len(items):
+            out["nextToken"] = base64.b64encode(f"headroom:{offset + max_results}".encode()).decode()
+        return json_response(start, 200, out)
+
+    def describe_repositories(self, account: str, region: str, body: bytes, start: Callable) -> list[bytes]:
+        from moto.ecr.models import ecr_backends
+
+        from moto.ecr.exceptions import RepositoryNotFoundException
+
+        req = json.loads(body or b"{}")
+        try:
+            found = ecr_backends[account][region].describe_repositories(repository_names=req.get("repositoryNames"))
+        except RepositoryNotFoundException as e:
+            return aws_json_error(start, 400, "RepositoryNotFoundException", str(e))
+        repos = [
+            {
+                "repositoryArn": r.arn,
+                "registryId": r.registry_id,
+                "repositoryName": r.name,
+                "repositoryUri": r.uri,
+                "createdAt": r.created_at.timestamp(),
+                "imageTagMutability": "MUTABLE",
+            }
+            for r in found
+        ]
+        return self.page_of(repos, req, start, 1000, 100, "repositories")
+
+    def list_images(self, account: str, region: str, body: bytes, start: Callable) -> list[bytes]:
+        from moto.ecr.exceptions import RepositoryNotFoundException
+        from moto.ecr.models import ecr_backends
+
+        req = json.loads(body or b"{}")
+        name = req.get("repositoryName", "")
+        flt = req.get("filter") or {}
+        status = flt.get("imageStatus", "ACTIVE")
+        try:
+            images = ecr_backends[account][region].list_images(name, req.get("registryId"), tag_status=flt.get("tagStatus", "ANY"))
+        except RepositoryNotFoundException:
+            return aws_json_error(start, 400, "RepositoryNotFoundException", f"The repository with name '{name}' does not exist in the registry with id '{account}'")
+        with STATE.lock:
+            archived = set(STATE.archived.get((account, region, name), set()))
+        ids = []
+        # Real ECR: one entry per tag, and a digest-only entry for an untagged image.
+        for image in images:
+            is_archived = image.image_digest in archived
+            if status == "ACTIVE" and is_archived or status == "ARCHIVED" and not is_archived:
+                continue
+            for tag in image.image_tags or [None]:
+                ids.append({"imageDigest": image.image_digest, **({"imageTag": tag} if tag else {})})
+        return self.page_of(ids, req, start, 1000, 100, "imageIds")
 
     # --- Service Quotas ----------------------------------------------------------------
 
@@ -373,6 +450,8 @@ class Layer:
                 STATE.next_fault += 1
                 STATE.faults.append(f)
             return {"id": f.id}
+        if action == "seed/ecr":
+            return seed_ecr(req.get("account", DEFAULT_ACCOUNT), req["region"], req.get("repositories", {}), int(req.get("empty", 0)), req.get("prefix", "empty"))
         if action == "seed/ssm":
             return seed_ssm(
                 req.get("account", DEFAULT_ACCOUNT),
@@ -405,6 +484,49 @@ def seed_ssm(account: str, region: str, standard: int, advanced: int, prefix: st
                 policies=None,
             )
     return {"standard": standard, "advanced": advanced}
+
+
+def seed_ecr(account: str, region: str, repositories: dict[str, dict], empty: int, prefix: str) -> dict[str, int]:
+    """Creates repositories and images straight in moto's backend.
+
+    repositories: {name: {"images": n, "tags_per_image": k, "untagged": u, "archived": a}}
+    gives n tagged images with k tags each, u untagged images, and a archived images
+    (tagged, hidden from ListImages unless asked for); plus `empty` repositories
+    named `{prefix}-NNNNN` with no images.
+    """
+    from moto.ecr.models import Image, ecr_backends
+
+    backend = ecr_backends[account][region]
+
+    def repo(name: str) -> Any:
+        if name in backend.repositories:
+            return backend.repositories[name]
+        return backend.create_repository(name, None, {"encryptionType": "AES256"}, {"scanOnPush": False}, "MUTABLE", [])
+
+    images = 0
+    for name, spec in repositories.items():
+        r = repo(name)
+        k = max(1, int(spec.get("tags_per_image", 1)))
+        groups = (("tagged", int(spec.get("images", 0))), ("untagged", int(spec.get("untagged", 0))), ("archived", int(spec.get("archived", 0))))
+        archived = set()
+        for kind, n in groups:
+            for i in range(n):
+                digest = "sha256:" + hashlib.sha256(f"{account}/{region}/{name}/{kind}/{i}".encode()).hexdigest()
+                manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "config": {"digest": digest}, "layers": []})
+                tag = None if kind == "untagged" else f"{kind}-{i}-0"
+                image = Image(account, tag, manifest, name, "application/vnd.docker.distribution.manifest.v2+json", digest)
+                if tag:
+                    image.image_tags = [f"{kind}-{i}-{t}" for t in range(k if kind == "tagged" else 1)]
+                r.images.append(image)
+                images += 1
+                if kind == "archived":
+                    archived.add(digest)
+        if archived:
+            with STATE.lock:
+                STATE.archived.setdefault((account, region, name), set()).update(archived)
+    for i in range(empty):
+        repo(f"{prefix}-{i:05d}")
+    return {"repositories": len(repositories) + empty, "images": images}
 
 
 DEMO_ACCOUNTS = ("123456789012", "210987654321")

@@ -193,6 +193,7 @@ macro_rules! service_client {
 }
 
 service_client!(aws_sdk_ssm, "ssm");
+service_client!(aws_sdk_ecr, "ecr");
 service_client!(aws_sdk_sts, "sts");
 service_client!(aws_sdk_servicequotas, "servicequotas");
 

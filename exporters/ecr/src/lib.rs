@@ -1,0 +1,185 @@
+//! Amazon ECR: registered repositories per account and region, and images per
+//! repository (the quota that stops one service's releases).
+
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use headroom_common::{async_trait, CollectError, Collector, QuotaSpec, Target, Usage};
+
+/// Registered repositories per account and region. The built-in value is the documented
+/// default; the applied value from Service Quotas always wins over it.
+pub const REPOSITORIES: QuotaSpec = QuotaSpec {
+    service_code: "ecr",
+    quota_code: "L-CFEB8E8D",
+    quota_name: "Registered repositories",
+    builtin_limit: 100_000.0,
+    adjustable: true,
+    in_service_quotas: true,
+    resource_level: false,
+};
+
+/// Images per repository. Its default has changed over the years (1,000, then 10,000,
+/// then higher), and it can be raised for one repository, so the value applied to each
+/// repository in Service Quotas comes first.
+pub const IMAGES: QuotaSpec = QuotaSpec {
+    service_code: "ecr",
+    quota_code: "L-03A36CE1",
+    quota_name: "Images per repository",
+    builtin_limit: 100_000.0,
+    adjustable: true,
+    in_service_quotas: true,
+    resource_level: true,
+};
+
+/// The largest page of DescribeRepositories and ListImages.
+pub const PAGE_SIZE: i32 = 1000;
+
+/// Bounds pages per listing, far above any real registry (100,000 images of 1,000-entry
+/// pages even with several tags each), so a server that keeps returning tokens stops.
+const MAX_PAGES: usize = 10_000;
+
+#[derive(Debug, Default)]
+pub struct RepositoriesCollector;
+
+#[async_trait]
+impl Collector for RepositoriesCollector {
+    fn name(&self) -> &'static str {
+        "ecr_repositories"
+    }
+
+    fn quotas(&self) -> &'static [QuotaSpec] {
+        &[REPOSITORIES]
+    }
+
+    async fn collect(&self, target: &Target) -> Result<Vec<Usage>, CollectError> {
+        // Every repository counts against the quota, whatever include/exclude say.
+        let mut count = 0u64;
+        for_each_repository(target, |_| count += 1).await?;
+        Ok(vec![Usage::new(&REPOSITORIES, count as f64)])
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ImagesCollector;
+
+#[async_trait]
+impl Collector for ImagesCollector {
+    fn name(&self) -> &'static str {
+        "ecr_images"
+    }
+
+    fn quotas(&self) -> &'static [QuotaSpec] {
+        &[IMAGES]
+    }
+
+    async fn collect(&self, target: &Target) -> Result<Vec<Usage>, CollectError> {
+        let mut names = Vec::new();
+        for_each_repository(target, |name| {
+            if target.wants(name) {
+                names.push(name.to_string());
+            }
+        })
+        .await?;
+        let client: aws_sdk_ecr::Client = target.client();
+        let counted: Vec<Option<Usage>> = stream::iter(names)
+            .map(|name| {
+                let client = client.clone();
+                async move {
+                    Ok::<_, CollectError>(count_images(&client, &name).await?.map(|n| Usage {
+                        quota_code: IMAGES.quota_code,
+                        resource: name,
+                        value: n as f64,
+                    }))
+                }
+            })
+            .buffer_unordered(target.concurrency())
+            .try_collect()
+            .await?;
+        let mut usage: Vec<Usage> = counted.into_iter().flatten().collect();
+        usage.sort_by(|a, b| a.resource.cmp(&b.resource));
+        Ok(usage)
+    }
+}
+
+/// Calls `f` with each repository name, paging DescribeRepositories at its maximum.
+async fn for_each_repository(target: &Target, mut f: impl FnMut(&str)) -> Result<(), CollectError> {
+    const OP: &str = "DescribeRepositories";
+    let client: aws_sdk_ecr::Client = target.client();
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let page = client
+            .describe_repositories()
+            .max_results(PAGE_SIZE)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| CollectError::from_sdk(OP, &e))?;
+        for r in page.repositories() {
+            let name = r.repository_name().ok_or_else(|| {
+                CollectError::malformed(OP, "a repository without repositoryName")
+            })?;
+            f(name);
+        }
+        match page.next_token {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(()),
+        }
+    }
+    Err(CollectError::malformed(
+        OP,
+        format!("still paging after {MAX_PAGES} pages"),
+    ))
+}
+
+/// The number of images in a repository as ECR counts them against the quota: one per
+/// manifest digest (an image with three tags is one image; untagged images count).
+/// ListImages lists active images by default; archived images are left out, as they
+/// are stored apart and are not counted as the repository's images. `None` when the
+/// repository was deleted since it was listed.
+async fn count_images(
+    client: &aws_sdk_ecr::Client,
+    repository: &str,
+) -> Result<Option<u64>, CollectError> {
+    const OP: &str = "ListImages";
+    // 64-bit hashes of the digests, not the 71-byte strings: a repository at 100,000
+    // images holds under 2 MiB while it is counted. Digests are SHA-256, so a collision
+    // among 100,000 is about one chance in 10^9.
+    let mut digests: HashSet<u64> = HashSet::new();
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let page = client
+            .list_images()
+            .repository_name(repository)
+            .max_results(PAGE_SIZE)
+            .set_next_token(token.take())
+            .send()
+            .await;
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                let e = CollectError::from_sdk(OP, &e);
+                if e.code == "RepositoryNotFoundException" {
+                    return Ok(None);
+                }
+                return Err(e);
+            }
+        };
+        for id in page.image_ids() {
+            let digest = id
+                .image_digest()
+                .ok_or_else(|| CollectError::malformed(OP, "an image without imageDigest"))?;
+            let mut h = DefaultHasher::new();
+            digest.hash(&mut h);
+            digests.insert(h.finish());
+        }
+        match page.next_token {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(Some(digests.len() as u64)),
+        }
+    }
+    Err(CollectError::malformed(
+        OP,
+        format!("still paging after {MAX_PAGES} pages"),
+    ))
+}
