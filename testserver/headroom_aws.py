@@ -90,6 +90,9 @@ class State:
     short_pages: bool = False
     # (account, region, repository) -> digests of archived images
     archived: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)
+    # (account, region) -> directory buckets; (account, region) -> (on buckets, other) access points
+    directory_buckets: dict[tuple[str, str], int] = field(default_factory=dict)
+    access_points: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
     def reset(self) -> None:
         with self.lock:
@@ -97,6 +100,8 @@ class State:
             self.quotas.clear()
             self.log.clear()
             self.archived.clear()
+            self.directory_buckets.clear()
+            self.access_points.clear()
             self.short_pages = False
 
 
@@ -155,8 +160,9 @@ class Layer:
         m = CREDENTIAL_RE.search(auth)
         access_key, region, signing_service = (m.group(1), m.group(2), m.group(3)) if m else (None, "us-east-1", "")
         account = account_for(access_key)
-        operation = target.split(".", 1)[1] if "." in target else self.query_operation(environ, body, signing_service)
-        xml = signing_service in ("sts", "s3", "iam")
+        s3_op = self.s3_operation(environ, signing_service)
+        operation = target.split(".", 1)[1] if "." in target else s3_op or self.query_operation(environ, body, signing_service)
+        xml = signing_service in ("sts", "s3", "s3express", "iam")
 
         fault = self.pick_fault(operation, account, region)
         status_box: list[int] = []
@@ -173,6 +179,8 @@ class Layer:
                     if xml:
                         return xml_error(recording_start, fault.status, fault.code, fault.message)
                     return aws_json_error(recording_start, fault.status, fault.code, fault.message)
+            if s3_op in ("ListBuckets", "ListDirectoryBuckets", "ListAccessPoints"):
+                return getattr(self, s3_op.lower())(environ, account, region, recording_start)
             if target == "AmazonSSM.DescribeParameters":
                 return self.describe_parameters(account, region, body, recording_start)
             if target == "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories":
@@ -208,6 +216,24 @@ class Layer:
         if "Action" in query:
             return query["Action"][0]
         return f"{service}:{environ.get('REQUEST_METHOD', '')} {environ.get('PATH_INFO', '')}"
+
+    @staticmethod
+    def s3_operation(environ: dict, service: str) -> str | None:
+        """The S3 and S3 Control listings the exporters use (REST, no operation header)."""
+        from urllib.parse import parse_qs
+
+        if service not in ("s3", "s3express") or environ.get("REQUEST_METHOD") != "GET":
+            return None
+        path = environ.get("PATH_INFO", "")
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        if path == "/v20180820/accesspoint":
+            return "ListAccessPoints"
+        if path == "/" and query.get("x-id") == ["ListDirectoryBuckets"]:
+            return "ListDirectoryBuckets"
+        host = environ.get("HTTP_HOST", "")
+        if path == "/" and (host.startswith("127.") or host.startswith("localhost")) and not query.keys() - {"x-id", "max-buckets", "continuation-token", "prefix", "bucket-region"}:
+            return "ListBuckets"
+        return None
 
     @staticmethod
     def pick_fault(operation: str, account: str, region: str) -> Fault | None:
@@ -273,6 +299,102 @@ class Layer:
         if hasattr(lm, "timestamp"):
             d["LastModifiedDate"] = lm.timestamp()
         return d
+
+    # --- S3 ------------------------------------------------------------------------------
+    # moto truncates ListBuckets at MaxBuckets without a continuation token, and has no
+    # directory buckets or paged access points.
+
+    @staticmethod
+    def xml(start: Callable, body: str) -> list[bytes]:
+        data = ('<?xml version="1.0" encoding="UTF-8"?>\n' + body).encode()
+        start("200 OK", [("Content-Type", "application/xml"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    @staticmethod
+    def query(environ: dict) -> dict[str, str]:
+        from urllib.parse import parse_qs
+
+        return {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
+
+    @staticmethod
+    def offset_of(token: str | None) -> int:
+        return int(base64.b64decode(token).decode().split(":")[1]) if token else 0
+
+    @staticmethod
+    def token_for(end: int, total: int) -> str | None:
+        return base64.b64encode(f"headroom:{end}".encode()).decode() if end < total else None
+
+    def listbuckets(self, environ: dict, account: str, region: str, start: Callable) -> list[bytes]:
+        from moto.s3.models import s3_backends
+
+        q = self.query(environ)
+        paginated = "max-buckets" in q or "continuation-token" in q
+        with STATE.lock:
+            entry = STATE.quotas.get((account, "us-east-1", "s3", "L-DC2B2D3D"), {})
+        applied = entry.get("applied")
+        if not paginated and isinstance(applied, (int, float)) and applied > 10_000:
+            return xml_error(start, 400, "InvalidRequest", "Unpaginated ListBuckets is not supported for accounts with a general purpose bucket quota above 10,000; use max-buckets")
+        max_buckets = int(q.get("max-buckets", 10_000))
+        if not 1 <= max_buckets <= 10_000:
+            return xml_error(start, 400, "InvalidArgument", "max-buckets must be 1 to 10000")
+        buckets = sorted(s3_backends[account]["aws"].buckets.values(), key=lambda b: b.name)
+        try:
+            offset = self.offset_of(q.get("continuation-token"))
+        except Exception:
+            return xml_error(start, 400, "InvalidArgument", "The continuation token provided is incorrect")
+        page = buckets[offset : offset + max_buckets] if paginated else buckets
+        items = "".join(
+            f"<Bucket><Name>{b.name}</Name><CreationDate>{b.creation_date_ISO8601}</CreationDate><BucketRegion>{b.region_name}</BucketRegion></Bucket>"
+            for b in page
+        )
+        token = self.token_for(offset + max_buckets, len(buckets)) if paginated else None
+        return self.xml(
+            start,
+            '<ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Owner><ID>{account}</ID><DisplayName>headroom</DisplayName></Owner><Buckets>{items}</Buckets>"
+            + (f"<ContinuationToken>{token}</ContinuationToken>" if token else "")
+            + "</ListAllMyBucketsResult>",
+        )
+
+    def listdirectorybuckets(self, environ: dict, account: str, region: str, start: Callable) -> list[bytes]:
+        q = self.query(environ)
+        max_buckets = int(q.get("max-directory-buckets", 1000))
+        if not 1 <= max_buckets <= 1000:
+            return xml_error(start, 400, "InvalidArgument", "max-directory-buckets must be 1 to 1000")
+        with STATE.lock:
+            n = STATE.directory_buckets.get((account, region), 0)
+        offset = self.offset_of(q.get("continuation-token"))
+        names = [f"headroom-{i:05d}--{region}-az1--x-s3" for i in range(offset, min(n, offset + max_buckets))]
+        items = "".join(f"<Bucket><Name>{x}</Name><CreationDate>2026-01-01T00:00:00.000Z</CreationDate></Bucket>" for x in names)
+        token = self.token_for(offset + max_buckets, n)
+        return self.xml(
+            start,
+            '<ListAllMyDirectoryBucketsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Buckets>{items}</Buckets>" + (f"<ContinuationToken>{token}</ContinuationToken>" if token else "") + "</ListAllMyDirectoryBucketsResult>",
+        )
+
+    def listaccesspoints(self, environ: dict, account: str, region: str, start: Callable) -> list[bytes]:
+        q = self.query(environ)
+        if environ.get("HTTP_X_AMZ_ACCOUNT_ID") != account:
+            return xml_error(start, 403, "AccessDenied", "Access Denied")
+        max_results = int(q.get("maxResults", 1000))
+        if not 1 <= max_results <= 1000:
+            return xml_error(start, 400, "InvalidRequest", "maxResults must be 1 to 1000")
+        with STATE.lock:
+            on_buckets, other = STATE.access_points.get((account, region), (0, 0))
+        # By default only access points of general purpose buckets are listed.
+        n = on_buckets + other if q.get("dataSourceType") == "ALL" else on_buckets
+        offset = self.offset_of(q.get("nextToken"))
+        items = "".join(
+            f"<AccessPoint><Name>ap-{i:05d}</Name><NetworkOrigin>Internet</NetworkOrigin><Bucket>bucket-{i:05d}</Bucket></AccessPoint>"
+            for i in range(offset, min(n, offset + max_results))
+        )
+        token = self.token_for(offset + max_results, n)
+        return self.xml(
+            start,
+            '<ListAccessPointsResult xmlns="http://awss3control.amazonaws.com/doc/2018-08-20/">'
+            f"<AccessPointList>{items}</AccessPointList>" + (f"<NextToken>{token}</NextToken>" if token else "") + "</ListAccessPointsResult>",
+        )
 
     # --- ECR ---------------------------------------------------------------------------
     # moto returns every repository and image in one page whatever maxResults says.
@@ -450,6 +572,11 @@ class Layer:
                 STATE.next_fault += 1
                 STATE.faults.append(f)
             return {"id": f.id}
+        if action == "seed/s3":
+            return seed_s3(
+                req.get("account", DEFAULT_ACCOUNT), req.get("buckets", {}), req.get("directory_buckets", {}),
+                req.get("access_points", {}), req.get("prefix", "headroom"),
+            )
         if action == "seed/ecr":
             return seed_ecr(req.get("account", DEFAULT_ACCOUNT), req["region"], req.get("repositories", {}), int(req.get("empty", 0)), req.get("prefix", "empty"))
         if action == "seed/ssm":
@@ -484,6 +611,27 @@ def seed_ssm(account: str, region: str, standard: int, advanced: int, prefix: st
                 policies=None,
             )
     return {"standard": standard, "advanced": advanced}
+
+
+def seed_s3(account: str, buckets: dict[str, int], directory: dict[str, int], access_points: dict[str, Any], prefix: str) -> dict[str, int]:
+    """General purpose buckets straight into moto's backend, by region; directory
+    buckets and access points (by region, [on buckets, on other data sources]) kept by
+    the layer."""
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[account]["aws"]
+    total = 0
+    for region, n in buckets.items():
+        for i in range(int(n)):
+            backend.create_bucket(f"{prefix}-{account}-{region}-{i:05d}", region)
+            total += 1
+    with STATE.lock:
+        for region, n in directory.items():
+            STATE.directory_buckets[(account, region)] = int(n)
+        for region, n in access_points.items():
+            on_buckets, other = (n, 0) if isinstance(n, int) else (int(n[0]), int(n[1]))
+            STATE.access_points[(account, region)] = (on_buckets, other)
+    return {"buckets": total}
 
 
 def seed_ecr(account: str, region: str, repositories: dict[str, dict], empty: int, prefix: str) -> dict[str, int]:

@@ -175,6 +175,9 @@ pub trait ServiceClient: Sized {
 
 macro_rules! service_client {
     ($krate:ident, $code:literal) => {
+        service_client!($krate, $code, |b, _sdk| b);
+    };
+    ($krate:ident, $code:literal, |$b:ident, $sdk:ident| $custom:expr) => {
         impl ServiceClient for $krate::Client {
             const SERVICE_CODE: &'static str = $code;
             fn build(
@@ -182,11 +185,11 @@ macro_rules! service_client {
                 interceptor: CountingInterceptor,
                 http: SharedHttpClient,
             ) -> Self {
-                let conf = $krate::config::Builder::from(sdk)
+                let $b = $krate::config::Builder::from(sdk)
                     .interceptor(interceptor)
-                    .http_client(http)
-                    .build();
-                $krate::Client::from_conf(conf)
+                    .http_client(http);
+                let $sdk = sdk;
+                $krate::Client::from_conf($custom.build())
             }
         }
     };
@@ -196,6 +199,45 @@ service_client!(aws_sdk_ssm, "ssm");
 service_client!(aws_sdk_ecr, "ecr");
 service_client!(aws_sdk_sts, "sts");
 service_client!(aws_sdk_servicequotas, "servicequotas");
+// With an endpoint override (a local test server, a VPC endpoint URL), S3 and S3
+// Control use it as it is: their endpoint rules would put the account ID in front of
+// the host name (S3 Control; {account}.127.0.0.1 does not resolve) or refuse
+// ListDirectoryBuckets without a bucket. The calls made here name no bucket, so the
+// plain URL is the right one. Without an override the SDK's rules apply unchanged.
+service_client!(aws_sdk_s3, "s3", |b, sdk| match sdk.endpoint_url() {
+    Some(url) => b
+        .force_path_style(true)
+        .endpoint_resolver(PlainEndpoint(url.to_string())),
+    None => b,
+});
+service_client!(aws_sdk_s3control, "s3", |b, sdk| match sdk.endpoint_url() {
+    Some(url) => b.endpoint_resolver(PlainEndpoint(url.to_string())),
+    None => b,
+});
+
+/// An endpoint resolver that always answers the same URL.
+#[derive(Debug)]
+struct PlainEndpoint(String);
+
+macro_rules! plain_endpoint {
+    ($krate:ident) => {
+        impl $krate::config::endpoint::ResolveEndpoint for PlainEndpoint {
+            fn resolve_endpoint<'a>(
+                &'a self,
+                _params: &'a $krate::config::endpoint::Params,
+            ) -> $krate::config::endpoint::EndpointFuture<'a> {
+                $krate::config::endpoint::EndpointFuture::ready(Ok(
+                    aws_smithy_types::endpoint::Endpoint::builder()
+                        .url(self.0.clone())
+                        .build(),
+                ))
+            }
+        }
+    };
+}
+
+plain_endpoint!(aws_sdk_s3);
+plain_endpoint!(aws_sdk_s3control);
 
 /// Counts AWS requests and their errors. Before each attempt is handed to the HTTP
 /// client it gets a [`SendProbe`]; the rate-limited connector counts the request when
@@ -465,6 +507,20 @@ pub struct TargetSpec {
 }
 
 impl TargetSpec {
+    /// The same account with its clients in another region (for global quotas, which
+    /// AWS manages in one region).
+    pub fn in_region(&self, region: &str) -> TargetSpec {
+        TargetSpec {
+            region: region.to_string(),
+            sdk: self
+                .sdk
+                .to_builder()
+                .region(AwsRegion::new(region.to_string()))
+                .build(),
+            ..self.clone()
+        }
+    }
+
     pub fn for_collector(
         &self,
         aws: &Arc<AwsContext>,

@@ -126,6 +126,16 @@ impl CollectError {
     }
 }
 
+/// Where a collector's quotas hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Per account and region: one refresh per configured region.
+    Regional,
+    /// Per account across regions: one refresh per account, with clients in the region
+    /// where AWS manages the quota, exported with `aws_region="global"`.
+    Global { home_region: &'static str },
+}
+
 /// A collector counts one service's usage for one target (an account and region).
 ///
 /// It never touches the metrics library, HTTP or the scheduler: it gets AWS clients
@@ -136,6 +146,10 @@ pub trait Collector: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The quotas this collector reports usage for.
     fn quotas(&self) -> &'static [QuotaSpec];
+    /// Regional (the default) or global.
+    fn scope(&self) -> Scope {
+        Scope::Regional
+    }
     /// Counts usage for one target.
     async fn collect(&self, target: &Target) -> Result<Vec<Usage>, CollectError>;
 }

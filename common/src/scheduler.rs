@@ -148,12 +148,27 @@ pub fn plan(
             exclude: settings.exclude.clone(),
             concurrency: settings.concurrency.0,
         });
-        for t in targets {
+        // A global quota is refreshed once per account, in its home region.
+        let scoped: Vec<(crate::aws::TargetSpec, String)> = match c.scope() {
+            crate::collector::Scope::Regional => targets
+                .iter()
+                .map(|t| (t.clone(), t.region.clone()))
+                .collect(),
+            crate::collector::Scope::Global { home_region } => {
+                let mut seen = std::collections::BTreeSet::new();
+                targets
+                    .iter()
+                    .filter(|t| seen.insert(t.account_id.clone()))
+                    .map(|t| (t.in_region(home_region), "global".to_string()))
+                    .collect()
+            }
+        };
+        for (t, region_label) in &scoped {
             let index = entries.len();
             let mut entry = Entry::new(
                 c.name(),
                 t.account_id.clone(),
-                t.region.clone(),
+                region_label.clone(),
                 c.quotas(),
                 settings.refresh_interval.0,
                 settings.max_staleness.0,
