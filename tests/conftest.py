@@ -80,6 +80,9 @@ class AwsServer:
     def seed_ecr(self, region: str, repositories: dict, empty: int = 0, account: str = ACCOUNT_A, prefix: str = "empty") -> None:
         self.post("seed/ecr", {"account": account, "region": region, "repositories": repositories, "empty": empty, "prefix": prefix})
 
+    def seed_s3(self, buckets: dict | None = None, directory_buckets: dict | None = None, access_points: dict | None = None, account: str = ACCOUNT_A) -> None:
+        self.post("seed/s3", {"account": account, "buckets": buckets or {}, "directory_buckets": directory_buckets or {}, "access_points": access_points or {}})
+
     def quota(self, region: str, service_code: str, quota_code: str, account: str = ACCOUNT_A, **values: Any) -> None:
         self.post("quotas", {"account": account, "region": region, "service_code": service_code, "quota_code": quota_code, **values})
 
