@@ -56,3 +56,24 @@ def test_ssm_exposition_matches_golden_file(aws, exporter):
     text = e.scrape()
     promtool_check(text)
     check_golden("ssm_quota_exporter.prom", text)
+
+
+def test_ecr_exposition_matches_golden_file(aws, exporter):
+    aws.seed_ecr("eu-west-1", {"team/app": {"images": 120, "tags_per_image": 2, "untagged": 30, "archived": 5}, "team/web": {"images": 3}}, empty=2)
+    aws.quota("eu-west-1", "ecr", "L-03A36CE1", applied=10_000, default=10_000, resources={"arn:aws:ecr:eu-west-1:123456789012:repository/team/app": 160})
+    aws.quota("eu-west-1", "ecr", "L-CFEB8E8D", applied=100_000, default=100_000)
+    e = exporter("ecr_quota_exporter", {"regions": ["eu-west-1"]})
+    e.wait_ready()
+    text = e.scrape()
+    promtool_check(text)
+    check_golden("ecr_quota_exporter.prom", text)
+
+
+def test_s3_exposition_matches_golden_file(aws, exporter):
+    aws.seed_s3(buckets={"eu-west-1": 40, "us-east-1": 2}, directory_buckets={"eu-west-1": 3}, access_points={"eu-west-1": [5, 1]})
+    aws.quota("us-east-1", "s3", "L-DC2B2D3D", applied=50, default=10_000)
+    e = exporter("s3_quota_exporter", {"regions": ["eu-west-1", "us-east-1"]})
+    e.wait_ready()
+    text = e.scrape()
+    promtool_check(text)
+    check_golden("s3_quota_exporter.prom", text)
