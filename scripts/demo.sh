@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The demo: the local AWS test server seeded with sample data (two accounts, two
-# regions, one account close to its standard-parameter limit), and the exporter
-# against it. Ctrl-C stops everything this script started.
+# regions; one account close to its standard-parameter limit, one repository close to
+# its image limit, an account with many buckets), and the three exporters against it.
+# Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 AWS_PORT=${AWS_PORT:-4566}
 SSM_PORT=${SSM_PORT:-9810}
+ECR_PORT=${ECR_PORT:-9811}
+S3_PORT=${S3_PORT:-9812}
 
 scripts/setup.sh
 echo "demo: building the exporters (the first build takes a few minutes)"
@@ -30,22 +33,29 @@ grep -q READY "$logdir/aws.out" || { echo "demo: the test server did not start:"
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$AWS_PORT" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \
   AWS_REGION=eu-west-1 AWS_EC2_METADATA_DISABLED=true
-target/debug/ssm_quota_exporter --config.file=examples/demo.yml --web.listen-address="127.0.0.1:$SSM_PORT" 2>"$logdir/ssm.log" &
-pids+=($!)
-for _ in $(seq 1 150); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SSM_PORT/readyz")" = 200 ] && break
-  sleep 0.2
+for exp in ssm:$SSM_PORT ecr:$ECR_PORT s3:$S3_PORT; do
+  name=${exp%%:*}; port=${exp##*:}
+  target/debug/${name}_quota_exporter --config.file=examples/demo.yml --web.listen-address="127.0.0.1:$port" 2>"$logdir/$name.log" &
+  pids+=($!)
+done
+for port in $SSM_PORT $ECR_PORT $S3_PORT; do
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] && break
+    sleep 0.2
+  done
 done
 
 cat <<TXT
 
 headroom demo is running (logs in $logdir)
   AWS test server        http://127.0.0.1:$AWS_PORT
-  ssm_quota_exporter     http://127.0.0.1:$SSM_PORT/   (metrics: http://127.0.0.1:$SSM_PORT/metrics)
+  ssm_quota_exporter     http://127.0.0.1:$SSM_PORT/metrics
+  ecr_quota_exporter     http://127.0.0.1:$ECR_PORT/metrics
+  s3_quota_exporter      http://127.0.0.1:$S3_PORT/metrics
 
-Parameter Store usage against its limits, per account and region:
+Usage against limits (the fullest first):
 TXT
-curl -s "http://127.0.0.1:$SSM_PORT/metrics" | grep -E '^aws_quota_(usage|limit)\{' | sed 's/^/  /'
+for port in $SSM_PORT $ECR_PORT $S3_PORT; do curl -s "http://127.0.0.1:$port/metrics"; done | .venv/bin/python scripts/top_quotas.py 12
 echo
 echo "Press Ctrl-C to stop."
 wait

@@ -681,11 +681,26 @@ DEMO_ACCOUNTS = ("123456789012", "210987654321")
 
 
 def seed_demo() -> None:
-    """Sample data for `make demo`: two accounts, two regions, one close to its limit."""
-    seed_ssm("123456789012", "eu-west-1", 8_734, 12, "/demo/app")
-    seed_ssm("123456789012", "us-east-1", 1_234, 56, "/demo/app")
-    seed_ssm("210987654321", "eu-west-1", 9_612, 3, "/demo/legacy")
-    seed_ssm("210987654321", "us-east-1", 310, 0, "/demo/app")
+    """Sample data for `make demo`: two accounts, two regions; one account near its
+    standard-parameter limit, one repository near its image limit, one account with
+    many buckets."""
+    a, b = DEMO_ACCOUNTS
+    seed_ssm(a, "eu-west-1", 8_734, 12, "/demo/app")
+    seed_ssm(a, "us-east-1", 1_234, 56, "/demo/app")
+    seed_ssm(b, "eu-west-1", 9_612, 3, "/demo/legacy")
+    seed_ssm(b, "us-east-1", 310, 0, "/demo/app")
+    seed_ecr(a, "eu-west-1", {"payments/api": {"images": 9_100, "tags_per_image": 2, "untagged": 400, "archived": 120}, "web/frontend": {"images": 800, "tags_per_image": 1}}, 25, "service")
+    seed_ecr(a, "us-east-1", {"web/frontend": {"images": 140}}, 0, "service")
+    seed_ecr(b, "eu-west-1", {"legacy/batch": {"images": 2_000, "untagged": 1_500}}, 3, "tool")
+    with STATE.lock:
+        STATE.quotas[(a, "eu-west-1", "ecr", "L-03A36CE1")] = {
+            "applied": 20_000, "default": 10_000,
+            "resources": {f"arn:aws:ecr:eu-west-1:{a}:repository/payments/api": 10_000},
+        }
+        for acct in DEMO_ACCOUNTS:
+            STATE.quotas[(acct, "us-east-1", "s3", "L-DC2B2D3D")] = {"applied": 10_000, "default": 10_000}
+    seed_s3(a, {"eu-west-1": 40, "us-east-1": 12}, {"eu-west-1": 2}, {"eu-west-1": [30, 4]}, "demo")
+    seed_s3(b, {"eu-west-1": 6_100, "us-east-1": 3_050}, {}, {"us-east-1": 120}, "demo")
 
 
 class QuietHandler(MotoRequestHandler):
