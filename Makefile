@@ -11,7 +11,7 @@ build:
 	cargo build --locked --workspace
 
 bench:
-	bench/ssm_refresh.sh
+	bench/run.sh
 
 clean:
 	cargo clean
