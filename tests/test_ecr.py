@@ -131,3 +131,33 @@ def test_the_test_server_pages_ecr_like_aws(aws):
     assert len(ids) == 7 and len({i["imageDigest"] for i in ids}) == 4
     everything = ecr.list_images(repositoryName="team/app", filter={"imageStatus": "ANY"})["imageIds"]
     assert len({i["imageDigest"] for i in everything}) == 6
+
+
+def test_lifecycle_policies_are_optional(aws, exporter):
+    aws.seed_ecr("eu-west-1", {"team/app": {"images": 5, "lifecycle": True}, "team/web": WEB, "legacy/tool": WEB})
+    e = exporter(BIN, config())
+    e.wait_ready()
+    # Off by default: no series and no GetLifecyclePolicy call.
+    assert not [s for s in e.samples() if s[0] == "aws_quota_lifecycle_policy_present"]
+    assert calls(e, "GetLifecyclePolicy") == 0
+    e.stop()
+
+    cfg = config(exclude=["legacy/*"])
+    cfg["collectors"]["ecr_lifecycle_policies"] = {"enabled": True, "rate_limit": 1000, "exclude": ["legacy/*"]}
+    e = exporter(BIN, cfg)
+    e.wait_ready()
+    present = {l["resource"]: v for n, l, v in e.samples() if n == "aws_quota_lifecycle_policy_present"}
+    assert present == {"team/app": 1, "team/web": 0}
+    assert calls(e, "GetLifecyclePolicy") == 2
+    assert e.value("aws_quota_exporter_collector_success", collector="ecr_lifecycle_policies") == 1
+
+
+def test_a_collector_can_be_disabled(aws, exporter):
+    aws.seed_ecr("eu-west-1", {"team/web": WEB})
+    cfg = config()
+    cfg["collectors"]["ecr_images"]["enabled"] = False
+    e = exporter(BIN, cfg)
+    e.wait_ready()
+    assert e.value("aws_quota_usage", quota_code=REPOS) == 1
+    assert not [s for s in e.samples() if s[1].get("collector") == "ecr_images" or s[1].get("quota_code") == IMAGES]
+    assert calls(e, "ListImages") == 0

@@ -637,7 +637,8 @@ def seed_s3(account: str, buckets: dict[str, int], directory: dict[str, int], ac
 def seed_ecr(account: str, region: str, repositories: dict[str, dict], empty: int, prefix: str) -> dict[str, int]:
     """Creates repositories and images straight in moto's backend.
 
-    repositories: {name: {"images": n, "tags_per_image": k, "untagged": u, "archived": a}}
+    repositories: {name: {"images": n, "tags_per_image": k, "untagged": u, "archived": a,
+                          "lifecycle": bool}}
     gives n tagged images with k tags each, u untagged images, and a archived images
     (tagged, hidden from ListImages unless asked for); plus `empty` repositories
     named `{prefix}-NNNNN` with no images.
@@ -669,6 +670,9 @@ def seed_ecr(account: str, region: str, repositories: dict[str, dict], empty: in
                 images += 1
                 if kind == "archived":
                     archived.add(digest)
+        if spec.get("lifecycle"):
+            # Set on the model directly: moto validates rules we do not need here.
+            r.lifecycle_policy = json.dumps({"rules": [{"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 14}, "action": {"type": "expire"}}]})
         if archived:
             with STATE.lock:
                 STATE.archived.setdefault((account, region, name), set()).update(archived)
@@ -689,7 +693,7 @@ def seed_demo() -> None:
     seed_ssm(a, "us-east-1", 1_234, 56, "/demo/app")
     seed_ssm(b, "eu-west-1", 9_612, 3, "/demo/legacy")
     seed_ssm(b, "us-east-1", 310, 0, "/demo/app")
-    seed_ecr(a, "eu-west-1", {"payments/api": {"images": 9_100, "tags_per_image": 2, "untagged": 400, "archived": 120}, "web/frontend": {"images": 800, "tags_per_image": 1}}, 25, "service")
+    seed_ecr(a, "eu-west-1", {"payments/api": {"images": 9_100, "tags_per_image": 2, "untagged": 400, "archived": 120}, "web/frontend": {"images": 800, "tags_per_image": 1, "lifecycle": True}}, 25, "service")
     seed_ecr(a, "us-east-1", {"web/frontend": {"images": 140}}, 0, "service")
     seed_ecr(b, "eu-west-1", {"legacy/batch": {"images": 2_000, "untagged": 1_500}}, 3, "tool")
     with STATE.lock:

@@ -51,6 +51,43 @@ impl Usage {
     }
 }
 
+/// A fact about one resource that is not a quota but explains one (for example
+/// whether an ECR repository has a lifecycle policy), exported as a gauge named
+/// `name` with `account_id`, `aws_region`, `service_code` and `resource`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fact {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub service_code: &'static str,
+    pub resource: String,
+    pub value: f64,
+}
+
+/// What one refresh found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Collected {
+    pub usage: Vec<Usage>,
+    pub facts: Vec<Fact>,
+}
+
+impl From<Vec<Usage>> for Collected {
+    fn from(usage: Vec<Usage>) -> Self {
+        Collected {
+            usage,
+            facts: Vec::new(),
+        }
+    }
+}
+
+impl From<Vec<Fact>> for Collected {
+    fn from(facts: Vec<Fact>) -> Self {
+        Collected {
+            usage: Vec::new(),
+            facts,
+        }
+    }
+}
+
 /// Why a collection failed. `code` is a bounded label value; `message` is for logs.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{operation}: {code}: {message}")]
@@ -146,10 +183,15 @@ pub trait Collector: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The quotas this collector reports usage for.
     fn quotas(&self) -> &'static [QuotaSpec];
+    /// Whether the collector runs unless the config says `enabled: false` (the
+    /// default); an optional, costlier one returns false and runs only when enabled.
+    fn enabled_by_default(&self) -> bool {
+        true
+    }
     /// Regional (the default) or global.
     fn scope(&self) -> Scope {
         Scope::Regional
     }
     /// Counts usage for one target.
-    async fn collect(&self, target: &Target) -> Result<Vec<Usage>, CollectError>;
+    async fn collect(&self, target: &Target) -> Result<Collected, CollectError>;
 }

@@ -59,6 +59,8 @@ pub struct AccountConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorConfig {
+    /// Run this collector; default: yes, except for optional ones.
+    pub enabled: Option<bool>,
     pub refresh_interval: Dur,
     pub limits_refresh_interval: Dur,
     pub timeout: Dur,
@@ -81,6 +83,7 @@ pub struct CollectorConfig {
 impl Default for CollectorConfig {
     fn default() -> Self {
         CollectorConfig {
+            enabled: None,
             refresh_interval: Dur(Duration::from_secs(300)),
             limits_refresh_interval: Dur(Duration::from_secs(3600)),
             timeout: Dur(Duration::from_secs(120)),

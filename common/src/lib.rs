@@ -22,7 +22,7 @@ use clap::{CommandFactory, FromArgMatches};
 
 pub use async_trait::async_trait;
 pub use aws::{ServiceClient, Target};
-pub use collector::{CollectError, Collector, QuotaSpec, Scope, Usage};
+pub use collector::{CollectError, Collected, Collector, Fact, QuotaSpec, Scope, Usage};
 
 use crate::cli::Cli;
 use crate::config::Config;

@@ -145,6 +145,9 @@ fn snapshot_families(snapshot: &Snapshot, now: SystemTime) -> Vec<MetricFamily> 
         "When the last successful background refresh of a collector finished, in Unix time.".into(),
     );
     let (mut usages, mut limits, mut infos) = (Vec::new(), Vec::new(), Vec::new());
+    // Facts, one family per name, in name order.
+    let mut facts: std::collections::BTreeMap<&'static str, MetricFamily> =
+        std::collections::BTreeMap::new();
     let (mut successes, mut durations, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
     for e in &entries {
         if e.attempted {
@@ -161,6 +164,18 @@ fn snapshot_families(snapshot: &Snapshot, now: SystemTime) -> Vec<MetricFamily> 
                     .map_or(0.0, |d| d.as_secs_f64());
                 lasts.push(gauge(&l, secs));
             }
+        }
+        for fact in e.fresh_facts(now) {
+            let f = facts
+                .entry(fact.name)
+                .or_insert_with(|| family(fact.name, format!("{} {cached}", fact.help)));
+            let labels = [
+                ("account_id", e.account_id.as_str()),
+                ("aws_region", e.region.as_str()),
+                ("service_code", fact.service_code),
+                ("resource", fact.resource.as_str()),
+            ];
+            f.mut_metric().push(gauge(&labels, fact.value));
         }
         for u in e.fresh_usage(now) {
             let Some(spec) = e.quotas.iter().find(|q| q.quota_code == u.quota_code) else {
@@ -204,5 +219,7 @@ fn snapshot_families(snapshot: &Snapshot, now: SystemTime) -> Vec<MetricFamily> 
     ] {
         f.set_metric(m);
     }
-    vec![usage, limit, info, success, duration, last]
+    let mut out = vec![usage, limit, info, success, duration, last];
+    out.extend(facts.into_values());
+    out
 }

@@ -93,7 +93,7 @@ async fn run(job: Job, snapshot: Arc<Snapshot>) {
         entry.last_duration = collect_started.elapsed();
         entry.attempted = true;
         match result {
-            Ok(usage) => {
+            Ok(collected) => {
                 if last_error.take().is_some() {
                     tracing::info!(
                         collector = job.collector.name(), account_id = %job.target.account_id,
@@ -101,7 +101,8 @@ async fn run(job: Job, snapshot: Arc<Snapshot>) {
                     );
                 }
                 entry.success = true;
-                entry.usage = Arc::new(usage);
+                entry.usage = Arc::new(collected.usage);
+                entry.facts = Arc::new(collected.facts);
                 entry.last_success = Some(SystemTime::now());
             }
             Err(e) => {
@@ -143,6 +144,9 @@ pub fn plan(
     let mut jobs = Vec::new();
     for c in collectors {
         let settings = config.collector(c.name());
+        if !settings.enabled.unwrap_or_else(|| c.enabled_by_default()) {
+            continue;
+        }
         let resources = Arc::new(crate::aws::ResourceSettings {
             include: settings.include.clone(),
             exclude: settings.exclude.clone(),

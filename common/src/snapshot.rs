@@ -4,7 +4,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::collector::{QuotaSpec, Usage};
+use crate::collector::{Fact, QuotaSpec, Usage};
 use crate::limits::Limits;
 
 #[derive(Debug, Clone)]
@@ -17,6 +17,7 @@ pub struct Entry {
     pub max_staleness: Duration,
     /// The last good usage, and the limits in force.
     pub usage: Arc<Vec<Usage>>,
+    pub facts: Arc<Vec<Fact>>,
     pub limits: Arc<Limits>,
     /// Per-resource series below this usage ratio are not exported (0: export all).
     pub min_usage_ratio: f64,
@@ -45,6 +46,7 @@ impl Entry {
             refresh_interval,
             max_staleness,
             usage: Arc::new(Vec::new()),
+            facts: Arc::new(Vec::new()),
             limits: Arc::new(Limits::default()),
             min_usage_ratio: 0.0,
             attempted: false,
@@ -57,12 +59,25 @@ impl Entry {
     /// The usage to expose at `now`: the last good samples, unless they are older than
     /// the maximum staleness.
     pub fn fresh_usage(&self, now: SystemTime) -> &[Usage] {
-        match self.last_success {
-            Some(t) if now.duration_since(t).unwrap_or(Duration::ZERO) <= self.max_staleness => {
-                &self.usage
-            }
-            _ => &[],
+        if self.is_fresh(now) {
+            &self.usage
+        } else {
+            &[]
         }
+    }
+
+    /// The facts to expose at `now`, on the same terms as the usage.
+    pub fn fresh_facts(&self, now: SystemTime) -> &[Fact] {
+        if self.is_fresh(now) {
+            &self.facts
+        } else {
+            &[]
+        }
+    }
+
+    fn is_fresh(&self, now: SystemTime) -> bool {
+        matches!(self.last_success, Some(t)
+            if now.duration_since(t).unwrap_or(Duration::ZERO) <= self.max_staleness)
     }
 }
 

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use headroom_common::{async_trait, CollectError, Collector, QuotaSpec, Target, Usage};
+use headroom_common::{
+    async_trait, CollectError, Collected, Collector, Fact, QuotaSpec, Target, Usage,
+};
 
 /// Registered repositories per account and region. The built-in value is the documented
 /// default; the applied value from Service Quotas always wins over it.
@@ -52,11 +54,11 @@ impl Collector for RepositoriesCollector {
         &[REPOSITORIES]
     }
 
-    async fn collect(&self, target: &Target) -> Result<Vec<Usage>, CollectError> {
+    async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
         // Every repository counts against the quota, whatever include/exclude say.
         let mut count = 0u64;
         for_each_repository(target, |_| count += 1).await?;
-        Ok(vec![Usage::new(&REPOSITORIES, count as f64)])
+        Ok(vec![Usage::new(&REPOSITORIES, count as f64)].into())
     }
 }
 
@@ -73,7 +75,7 @@ impl Collector for ImagesCollector {
         &[IMAGES]
     }
 
-    async fn collect(&self, target: &Target) -> Result<Vec<Usage>, CollectError> {
+    async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
         let mut names = Vec::new();
         for_each_repository(target, |name| {
             if target.wants(name) {
@@ -98,7 +100,71 @@ impl Collector for ImagesCollector {
             .await?;
         let mut usage: Vec<Usage> = counted.into_iter().flatten().collect();
         usage.sort_by(|a, b| a.resource.cmp(&b.resource));
-        Ok(usage)
+        Ok(usage.into())
+    }
+}
+
+/// The gauge of [`LifecyclePoliciesCollector`].
+pub const LIFECYCLE_POLICY: &str = "aws_quota_lifecycle_policy_present";
+
+/// Optional (off by default, one GetLifecyclePolicy call per repository): whether each
+/// repository has a lifecycle policy. A repository that grows without limit usually
+/// has none, so the runbook can list them with `aws_quota_lifecycle_policy_present == 0`.
+#[derive(Debug, Default)]
+pub struct LifecyclePoliciesCollector;
+
+#[async_trait]
+impl Collector for LifecyclePoliciesCollector {
+    fn name(&self) -> &'static str {
+        "ecr_lifecycle_policies"
+    }
+
+    fn quotas(&self) -> &'static [QuotaSpec] {
+        &[]
+    }
+
+    fn enabled_by_default(&self) -> bool {
+        false
+    }
+
+    async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
+        const OP: &str = "GetLifecyclePolicy";
+        let mut names = Vec::new();
+        for_each_repository(target, |name| {
+            if target.wants(name) {
+                names.push(name.to_string());
+            }
+        })
+        .await?;
+        let client: aws_sdk_ecr::Client = target.client();
+        let found: Vec<Option<Fact>> = stream::iter(names)
+            .map(|name| {
+                let client = client.clone();
+                async move {
+                    let r = client.get_lifecycle_policy().repository_name(&name).send().await;
+                    let present = match r {
+                        Ok(_) => 1.0,
+                        Err(e) => match CollectError::from_sdk(OP, &e) {
+                            e if e.code == "LifecyclePolicyNotFoundException" => 0.0,
+                            e if e.code == "RepositoryNotFoundException" => return Ok(None),
+                            e => return Err(e),
+                        },
+                    };
+                    Ok(Some(Fact {
+                        name: LIFECYCLE_POLICY,
+                        help: "1 if the ECR repository has a lifecycle policy, 0 if it has none (optional collector ecr_lifecycle_policies).",
+                        service_code: "ecr",
+                        resource: name,
+                        value: present,
+                    }))
+                }
+            })
+            .buffer_unordered(target.concurrency())
+            .try_collect()
+            .await?;
+        let mut facts: Vec<Fact> = found.into_iter().flatten().collect();
+        facts.sort_by(|a, b| a.resource.cmp(&b.resource));
+        Ok(facts.into())
     }
 }
 

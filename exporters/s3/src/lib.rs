@@ -1,7 +1,9 @@
 //! Amazon S3: general purpose buckets per account (a global quota), directory buckets
 //! per region, and access points per region.
 
-use headroom_common::{async_trait, CollectError, Collector, QuotaSpec, Scope, Target, Usage};
+use headroom_common::{
+    async_trait, CollectError, Collected, Collector, QuotaSpec, Scope, Target, Usage,
+};
 
 /// General purpose buckets per account, across regions. The default was 100 and is
 /// 10,000 since late 2024; Service Quotas (in us-east-1) has the account's value.
@@ -68,7 +70,7 @@ impl Collector for BucketsCollector {
         }
     }
 
-    async fn collect(&self, target: &Target) -> Result<Vec<Usage>, CollectError> {
+    async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
         const OP: &str = "ListBuckets";
         // Always paginated: AWS rejects an unpaginated ListBuckets from an account
         // whose bucket quota is above 10,000. One listing covers every region.
@@ -86,7 +88,7 @@ impl Collector for BucketsCollector {
             count += page.buckets().len() as u64;
             match page.continuation_token {
                 Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(vec![Usage::new(&BUCKETS, count as f64)]),
+                _ => return Ok(vec![Usage::new(&BUCKETS, count as f64)].into()),
             }
         }
         Err(CollectError::malformed(
@@ -109,7 +111,7 @@ impl Collector for DirectoryBucketsCollector {
         &[DIRECTORY_BUCKETS]
     }
 
-    async fn collect(&self, target: &Target) -> Result<Vec<Usage>, CollectError> {
+    async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
         const OP: &str = "ListDirectoryBuckets";
         let client: aws_sdk_s3::Client = target.client();
         let mut count = 0u64;
@@ -125,7 +127,7 @@ impl Collector for DirectoryBucketsCollector {
             count += page.buckets().len() as u64;
             match page.continuation_token {
                 Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(vec![Usage::new(&DIRECTORY_BUCKETS, count as f64)]),
+                _ => return Ok(vec![Usage::new(&DIRECTORY_BUCKETS, count as f64)].into()),
             }
         }
         Err(CollectError::malformed(
@@ -148,7 +150,7 @@ impl Collector for AccessPointsCollector {
         &[ACCESS_POINTS]
     }
 
-    async fn collect(&self, target: &Target) -> Result<Vec<Usage>, CollectError> {
+    async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
         const OP: &str = "ListAccessPoints";
         let client: aws_sdk_s3control::Client = target.client();
         let mut count = 0u64;
@@ -168,7 +170,7 @@ impl Collector for AccessPointsCollector {
             count += page.access_point_list().len() as u64;
             match page.next_token {
                 Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(vec![Usage::new(&ACCESS_POINTS, count as f64)]),
+                _ => return Ok(vec![Usage::new(&ACCESS_POINTS, count as f64)].into()),
             }
         }
         Err(CollectError::malformed(

@@ -2,7 +2,7 @@
 //! account has in a region, against the 10,000 standard and 100,000 advanced allowed.
 
 use aws_sdk_ssm::types::ParameterTier;
-use headroom_common::{async_trait, CollectError, Collector, QuotaSpec, Target, Usage};
+use headroom_common::{async_trait, CollectError, Collected, Collector, QuotaSpec, Target, Usage};
 
 /// Service Quotas lists no quota code for the parameter counts (only for the value
 /// sizes), so these use our own stable names and the documented defaults; neither is
@@ -50,7 +50,7 @@ impl Collector for ParametersCollector {
         QUOTAS
     }
 
-    async fn collect(&self, target: &Target) -> Result<Vec<Usage>, CollectError> {
+    async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
         const OP: &str = "DescribeParameters";
         let client: aws_sdk_ssm::Client = target.client();
         let (mut standard, mut advanced) = (0u64, 0u64);
@@ -85,7 +85,8 @@ impl Collector for ParametersCollector {
                     return Ok(vec![
                         Usage::new(&STANDARD, standard as f64),
                         Usage::new(&ADVANCED, advanced as f64),
-                    ])
+                    ]
+                    .into())
                 }
             }
         }
