@@ -76,13 +76,7 @@ impl Collector for ImagesCollector {
     }
 
     async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
-        let mut names = Vec::new();
-        for_each_repository(target, |name| {
-            if target.wants(name) {
-                names.push(name.to_string());
-            }
-        })
-        .await?;
+        let names = wanted_repositories(target).await?;
         let client: aws_sdk_ecr::Client = target.client();
         let counted: Vec<Option<Usage>> = stream::iter(names)
             .map(|name| {
@@ -129,13 +123,7 @@ impl Collector for LifecyclePoliciesCollector {
 
     async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
         const OP: &str = "GetLifecyclePolicy";
-        let mut names = Vec::new();
-        for_each_repository(target, |name| {
-            if target.wants(name) {
-                names.push(name.to_string());
-            }
-        })
-        .await?;
+        let names = wanted_repositories(target).await?;
         let client: aws_sdk_ecr::Client = target.client();
         let found: Vec<Option<Fact>> = stream::iter(names)
             .map(|name| {
@@ -166,6 +154,18 @@ impl Collector for LifecyclePoliciesCollector {
         facts.sort_by(|a, b| a.resource.cmp(&b.resource));
         Ok(facts.into())
     }
+}
+
+/// The repositories that `include` and `exclude` select.
+async fn wanted_repositories(target: &Target) -> Result<Vec<String>, CollectError> {
+    let mut names = Vec::new();
+    for_each_repository(target, |name| {
+        if target.wants(name) {
+            names.push(name.to_string());
+        }
+    })
+    .await?;
+    Ok(names)
 }
 
 /// Calls `f` with each repository name, paging DescribeRepositories at its maximum.
