@@ -188,6 +188,12 @@ pub trait Collector: Send + Sync + 'static {
     fn enabled_by_default(&self) -> bool {
         true
     }
+    /// The settings a key left out of the config file takes: the library's, unless a
+    /// collector needs others (a per-resource collector with thousands of resources
+    /// needs a higher rate and a longer interval to finish a refresh in time).
+    fn defaults(&self) -> crate::config::CollectorConfig {
+        crate::config::CollectorConfig::default()
+    }
     /// Regional (the default) or global.
     fn scope(&self) -> Scope {
         Scope::Regional

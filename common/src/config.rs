@@ -29,9 +29,12 @@ pub struct Config {
     /// Regions to cover in every account; default: the default region chain.
     #[serde(default)]
     pub regions: Option<NonEmpty<Region>>,
-    /// Settings per collector, keyed by collector name.
+    /// Settings per collector, keyed by collector name, as the file writes them.
     #[serde(default)]
-    pub collectors: BTreeMap<String, CollectorConfig>,
+    pub collectors: BTreeMap<String, CollectorEntry>,
+    /// Every known collector's settings, defaults filled in (after parsing).
+    #[serde(skip)]
+    resolved: BTreeMap<String, CollectorConfig>,
     /// How AWS calls are retried and timed out.
     #[serde(default)]
     pub aws: AwsConfig,
@@ -56,8 +59,48 @@ pub struct AccountConfig {
     pub limit_overrides: BTreeMap<String, LimitValue>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// One collector's settings as the file writes them: a key left out takes the
+/// collector's own default (see [`Known::defaults`]).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct CollectorEntry {
+    pub enabled: Option<bool>,
+    pub refresh_interval: Option<Dur>,
+    pub limits_refresh_interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub max_staleness: Option<Dur>,
+    pub rate_limit: Option<Rate>,
+    pub limit_overrides: BTreeMap<String, LimitValue>,
+    pub include: Vec<Pattern>,
+    pub exclude: Vec<Pattern>,
+    pub min_usage_ratio: Option<Ratio>,
+    pub concurrency: Option<Concurrency>,
+}
+
+impl CollectorEntry {
+    /// These settings over `defaults`.
+    fn over(&self, defaults: &CollectorConfig) -> CollectorConfig {
+        let d = defaults.clone();
+        CollectorConfig {
+            enabled: self.enabled.or(d.enabled),
+            refresh_interval: self.refresh_interval.unwrap_or(d.refresh_interval),
+            limits_refresh_interval: self
+                .limits_refresh_interval
+                .unwrap_or(d.limits_refresh_interval),
+            timeout: self.timeout.unwrap_or(d.timeout),
+            max_staleness: self.max_staleness.unwrap_or(d.max_staleness),
+            rate_limit: self.rate_limit.unwrap_or(d.rate_limit),
+            limit_overrides: self.limit_overrides.clone(),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            min_usage_ratio: self.min_usage_ratio.unwrap_or(d.min_usage_ratio),
+            concurrency: self.concurrency.unwrap_or(d.concurrency),
+        }
+    }
+}
+
+/// One collector's settings, its defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CollectorConfig {
     /// Run this collector; default: yes, except for optional ones.
     pub enabled: Option<bool>,
@@ -80,6 +123,7 @@ pub struct CollectorConfig {
     pub concurrency: Concurrency,
 }
 
+/// The library's defaults; a collector may change some (see `Collector::defaults`).
 impl Default for CollectorConfig {
     fn default() -> Self {
         CollectorConfig {
@@ -94,6 +138,26 @@ impl Default for CollectorConfig {
             exclude: Vec::new(),
             min_usage_ratio: Ratio(0.0),
             concurrency: Concurrency(4),
+        }
+    }
+}
+
+/// What the config needs to know of one collector of the exporter.
+#[derive(Debug, Clone)]
+pub struct Known<'a> {
+    pub name: &'a str,
+    pub quotas: &'a [QuotaSpec],
+    /// The settings a key left out of the file takes.
+    pub defaults: CollectorConfig,
+}
+
+impl<'a> Known<'a> {
+    /// A collector with the library's default settings.
+    pub fn new(name: &'a str, quotas: &'a [QuotaSpec]) -> Self {
+        Known {
+            name,
+            quotas,
+            defaults: CollectorConfig::default(),
         }
     }
 }
@@ -121,46 +185,65 @@ impl Default for AwsConfig {
 
 impl Config {
     /// Reads and validates a file against the collectors of one exporter.
-    pub fn load(path: &Path, quotas: &[(&str, &[QuotaSpec])]) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path, known: &[Known<'_>]) -> Result<Config, ConfigError> {
         let err = |message: String| ConfigError {
             file: path.to_path_buf(),
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        Config::parse(&text, quotas).map_err(err)
+        Config::parse(&text, known).map_err(err)
     }
 
     /// Parses and validates YAML text; the error message names the key.
-    pub fn parse(text: &str, quotas: &[(&str, &[QuotaSpec])]) -> Result<Config, String> {
-        let config: Config = if text.trim().is_empty() {
+    /// An empty text gives every default.
+    pub fn parse(text: &str, known: &[Known<'_>]) -> Result<Config, String> {
+        let mut config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
             parse_yaml(text)?
         };
-        config.validate(quotas)?;
+        config.validate(known)?;
+        config.resolved = known
+            .iter()
+            .map(|k| {
+                let entry = config.collectors.get(k.name).cloned().unwrap_or_default();
+                (k.name.to_string(), entry.over(&k.defaults))
+            })
+            .collect();
         Ok(config)
     }
 
-    fn validate(&self, quotas: &[(&str, &[QuotaSpec])]) -> Result<(), String> {
-        for (name, c) in &self.collectors {
-            let Some((_, specs)) = quotas.iter().find(|(n, _)| n == name) else {
-                let known: Vec<&str> = quotas.iter().map(|(n, _)| *n).collect();
+    fn validate(&self, known: &[Known<'_>]) -> Result<(), String> {
+        for (name, entry) in &self.collectors {
+            let Some(k) = known.iter().find(|k| k.name == name) else {
+                let names: Vec<&str> = known.iter().map(|k| k.name).collect();
                 return Err(format!(
                     "collectors.{name}: unknown collector, expected one of: {}",
-                    known.join(", ")
+                    names.join(", ")
                 ));
             };
+            let (c, specs) = (entry.over(&k.defaults), k.quotas);
             let key = format!("collectors.{name}");
+            // A value left out is the collector's default: say so, so that the user
+            // knows which key to add.
+            let shown = |set: bool, d: &Dur| {
+                if set {
+                    d.to_string()
+                } else {
+                    format!("{d} (the collector's default)")
+                }
+            };
+            let interval = shown(entry.refresh_interval.is_some(), &c.refresh_interval);
             if c.timeout.0 > c.refresh_interval.0 {
                 return Err(format!(
-                    "{key}.timeout: {} is longer than refresh_interval ({})",
-                    c.timeout, c.refresh_interval
+                    "{key}.timeout: {} is longer than refresh_interval ({interval})",
+                    shown(entry.timeout.is_some(), &c.timeout)
                 ));
             }
             if c.max_staleness.0 < c.refresh_interval.0 {
                 return Err(format!(
-                    "{key}.max_staleness: {} is shorter than refresh_interval ({}), so every sample would be dropped",
-                    c.max_staleness, c.refresh_interval
+                    "{key}.max_staleness: {} is shorter than refresh_interval ({interval}), so every sample would be dropped",
+                    shown(entry.max_staleness.is_some(), &c.max_staleness)
                 ));
             }
             let slowest_wait = 1.0 / c.rate_limit.0;
@@ -172,8 +255,10 @@ impl Config {
             }
             check_overrides(&format!("{key}.limit_overrides"), &c.limit_overrides, specs)?;
         }
-        let all_specs: Vec<QuotaSpec> =
-            quotas.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+        let all_specs: Vec<QuotaSpec> = known
+            .iter()
+            .flat_map(|k| k.quotas.iter().copied())
+            .collect();
         let mut seen = BTreeSet::new();
         for (i, a) in self.accounts.iter().flat_map(|a| a.0.iter()).enumerate() {
             let key = format!("accounts[{i}]");
@@ -222,9 +307,9 @@ impl Config {
         Ok(())
     }
 
-    /// The settings of one collector, defaults filled in.
+    /// The settings of one collector, its defaults filled in.
     pub fn collector(&self, name: &str) -> CollectorConfig {
-        self.collectors.get(name).cloned().unwrap_or_default()
+        self.resolved.get(name).cloned().unwrap_or_default()
     }
 }
 
@@ -623,15 +708,17 @@ mod tests {
         in_service_quotas: true,
         resource_level: false,
     }];
-    const Q: &[(&str, &[QuotaSpec])] = &[("things", SPECS)];
+    fn q() -> Vec<Known<'static>> {
+        vec![Known::new("things", SPECS)]
+    }
 
     fn err(yaml: &str) -> String {
-        Config::parse(yaml, Q).expect_err("config should be rejected")
+        Config::parse(yaml, &q()).expect_err("config should be rejected")
     }
 
     #[test]
     fn empty_file_gives_defaults() {
-        let c = Config::parse("", Q).expect("empty config is valid");
+        let c = Config::parse("", &q()).expect("empty config is valid");
         assert!(c.accounts.is_none());
         assert_eq!(
             c.collector("things").refresh_interval.0,
@@ -667,17 +754,17 @@ aws:
   max_attempts: 3
   initial_backoff: 100ms
 "#,
-            Q,
+            &q(),
         )
         .expect("valid config");
-        let accounts = c.accounts.expect("accounts").0;
+        let accounts = c.accounts.clone().expect("accounts").0;
         assert_eq!(
             accounts[1].role_arn.as_ref().map(|a| a.account_id()),
             Some("222222222222")
         );
         let t = c.collectors["things"].clone();
-        assert_eq!(t.max_staleness.0, Duration::from_secs(5400));
-        assert_eq!(t.rate_limit, Rate(2.5));
+        assert_eq!(t.max_staleness, Some(Dur(Duration::from_secs(5400))));
+        assert_eq!(c.collector("things").rate_limit, Rate(2.5));
         assert_eq!(c.aws.initial_backoff.0, Duration::from_millis(100));
     }
 
@@ -726,6 +813,35 @@ aws:
     }
 
     #[test]
+    fn a_collector_s_own_defaults_fill_what_the_file_leaves_out() {
+        let mut slow = Known::new("slow", SPECS);
+        slow.defaults.refresh_interval = Dur(Duration::from_secs(600));
+        slow.defaults.timeout = Dur(Duration::from_secs(300));
+        slow.defaults.rate_limit = Rate(20.0);
+        let known = [Known::new("things", SPECS), slow];
+        let c = Config::parse("collectors:\n  slow:\n    rate_limit: 7\n", &known).expect("valid");
+        let s = c.collector("slow");
+        assert_eq!(s.rate_limit, Rate(7.0), "the file wins");
+        assert_eq!(
+            s.refresh_interval.0,
+            Duration::from_secs(600),
+            "the collector's default"
+        );
+        assert_eq!(s.timeout.0, Duration::from_secs(300));
+        assert_eq!(s.concurrency, Concurrency(4), "the library's default");
+        assert_eq!(c.collector("things").rate_limit, Rate(5.0));
+        let c = Config::parse("", &known).expect("valid");
+        assert_eq!(c.collector("slow").rate_limit, Rate(20.0));
+        // A shorter interval than the collector's default timeout names both.
+        let e = Config::parse("collectors:\n  slow:\n    refresh_interval: 2m\n", &known)
+            .expect_err("timeout longer than interval");
+        assert!(
+            e.contains("collectors.slow.timeout: 5m (the collector's default) is longer than refresh_interval (2m)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn patterns() {
         let p = |s: &str| Pattern(s.to_string());
         assert!(p("team-*").matches("team-a"));
@@ -739,7 +855,7 @@ aws:
 
     #[test]
     fn resource_settings_are_checked() {
-        let c = Config::parse("collectors:\n  things:\n    include: [\"a-*\"]\n    min_usage_ratio: 0.5\n    concurrency: 8\n", Q)
+        let c = Config::parse("collectors:\n  things:\n    include: [\"a-*\"]\n    min_usage_ratio: 0.5\n    concurrency: 8\n", &q())
             .expect("valid");
         assert_eq!(c.collector("things").concurrency, Concurrency(8));
         for (yaml, key) in [

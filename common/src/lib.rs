@@ -58,17 +58,29 @@ pub fn main(info: ExporterInfo, collectors: Vec<Arc<dyn Collector>>) -> ExitCode
         eprintln!("{}: {e}", info.name);
         return ExitCode::from(1);
     }
-    let quotas: Vec<(&str, &[QuotaSpec])> =
-        collectors.iter().map(|c| (c.name(), c.quotas())).collect();
+    let known: Vec<config::Known<'_>> = collectors
+        .iter()
+        .map(|c| config::Known {
+            name: c.name(),
+            quotas: c.quotas(),
+            defaults: c.defaults(),
+        })
+        .collect();
     let config = match &cli.config_file {
-        Some(path) => match Config::load(path, &quotas) {
+        Some(path) => match Config::load(path, &known) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("{}: invalid configuration: {e}", info.name);
                 return ExitCode::from(1);
             }
         },
-        None => Config::default(),
+        None => match Config::parse("", &known) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}: invalid built-in defaults: {e}", info.name);
+                return ExitCode::from(1);
+            }
+        },
     };
     let web = match &cli.web_config_file {
         Some(path) => match webconfig::WebConfig::load(path) {

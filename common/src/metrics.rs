@@ -113,11 +113,14 @@ fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
 
 fn snapshot_families(snapshot: &Snapshot, now: SystemTime) -> Vec<MetricFamily> {
     let entries = snapshot.all();
-    let intervals: BTreeSet<String> = entries
-        .iter()
-        .map(|e| format_duration(e.refresh_interval))
-        .collect();
-    let every = intervals.into_iter().collect::<Vec<_>>().join(" or ");
+    // Shortest first, by duration (not by text, where "10m" sorts before "5m").
+    let intervals: BTreeSet<std::time::Duration> =
+        entries.iter().map(|e| e.refresh_interval).collect();
+    let every = intervals
+        .into_iter()
+        .map(format_duration)
+        .collect::<Vec<_>>()
+        .join(" or ");
     let cached = format!("Refreshed in the background every {every}; a scrape never calls AWS.");
     let mut usage = family(
         "aws_quota_usage",

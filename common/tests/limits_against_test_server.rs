@@ -160,7 +160,11 @@ async fn limits_follow_override_applied_default_builtin() {
     let yaml = format!(
         "accounts:\n  - account_id: \"{account}\"\nregions: [eu-west-1]\naws:\n  max_attempts: 2\n  initial_backoff: 10ms\n"
     );
-    let config = Config::parse(&yaml, &[("test", QUOTAS)]).expect("config");
+    let config = Config::parse(
+        &yaml,
+        &[headroom_common::config::Known::new("test", QUOTAS)],
+    )
+    .expect("config");
     let metrics = Metrics::new("0", "test").expect("metrics");
     let aws = AwsContext::new(metrics.aws.clone());
     let targets = build_targets(&config, &aws).await.expect("targets");

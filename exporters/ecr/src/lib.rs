@@ -5,6 +5,9 @@ use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
+use std::time::Duration;
+
+use headroom_common::config::{CollectorConfig, Concurrency, Dur, Rate};
 use headroom_common::{
     async_trait, CollectError, Collected, Collector, Fact, QuotaSpec, Target, Usage,
 };
@@ -37,6 +40,27 @@ pub const IMAGES: QuotaSpec = QuotaSpec {
 /// The largest page of DescribeRepositories and ListImages.
 pub const PAGE_SIZE: i32 = 1000;
 
+/// API requests per second for every ECR collector. The rate limiter is shared per
+/// account, region and service by all ECR collectors at the strictest of their
+/// settings, so they all default to this one; ECR's read APIs allow far more.
+const ECR_RATE: Rate = Rate(20.0);
+
+/// Settings for the collectors that make a call per repository, so that a refresh of
+/// 5,000 repositories (about 5,005 calls: a DescribeRepositories page per 1,000
+/// repositories and a ListImages page per 1,000 tags) finishes inside its timeout: at
+/// 20 requests per second it takes about 250 s, under the 8-minute timeout and the
+/// 10-minute interval. Images accumulate over days, so ten minutes loses nothing an
+/// alert needs.
+fn per_repository_defaults() -> CollectorConfig {
+    CollectorConfig {
+        refresh_interval: Dur(Duration::from_secs(600)),
+        timeout: Dur(Duration::from_secs(480)),
+        rate_limit: ECR_RATE,
+        concurrency: Concurrency(8),
+        ..CollectorConfig::default()
+    }
+}
+
 /// Bounds pages per listing, far above any real registry (100,000 images of 1,000-entry
 /// pages even with several tags each), so a server that keeps returning tokens stops.
 const MAX_PAGES: usize = 10_000;
@@ -48,6 +72,13 @@ pub struct RepositoriesCollector;
 impl Collector for RepositoriesCollector {
     fn name(&self) -> &'static str {
         "ecr_repositories"
+    }
+
+    fn defaults(&self) -> CollectorConfig {
+        CollectorConfig {
+            rate_limit: ECR_RATE,
+            ..CollectorConfig::default()
+        }
     }
 
     fn quotas(&self) -> &'static [QuotaSpec] {
@@ -69,6 +100,10 @@ pub struct ImagesCollector;
 impl Collector for ImagesCollector {
     fn name(&self) -> &'static str {
         "ecr_images"
+    }
+
+    fn defaults(&self) -> CollectorConfig {
+        per_repository_defaults()
     }
 
     fn quotas(&self) -> &'static [QuotaSpec] {
@@ -111,6 +146,10 @@ pub struct LifecyclePoliciesCollector;
 impl Collector for LifecyclePoliciesCollector {
     fn name(&self) -> &'static str {
         "ecr_lifecycle_policies"
+    }
+
+    fn defaults(&self) -> CollectorConfig {
+        per_repository_defaults()
     }
 
     fn quotas(&self) -> &'static [QuotaSpec] {
@@ -248,4 +287,45 @@ async fn count_images(
         OP,
         format!("still paging after {MAX_PAGES} pages"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use headroom_common::config::{Config, Known};
+
+    #[test]
+    fn defaults_fit_a_refresh_of_5000_repositories() {
+        let collectors: [&dyn Collector; 3] = [
+            &RepositoriesCollector,
+            &ImagesCollector,
+            &LifecyclePoliciesCollector,
+        ];
+        let known: Vec<Known<'_>> = collectors
+            .iter()
+            .map(|c| Known {
+                name: c.name(),
+                quotas: c.quotas(),
+                defaults: c.defaults(),
+            })
+            .collect();
+        let config = Config::parse("", &known).expect("the defaults are a valid config");
+        // The collectors share one limiter at the strictest rate: all the same.
+        for c in collectors {
+            assert_eq!(
+                config.collector(c.name()).rate_limit,
+                ECR_RATE,
+                "{}",
+                c.name()
+            );
+        }
+        let images = config.collector("ecr_images");
+        let calls = 5_000.0 / f64::from(PAGE_SIZE) + 5_000.0;
+        let needed = calls / images.rate_limit.0;
+        assert!(
+            needed < images.timeout.0.as_secs_f64() * 0.6,
+            "{calls} calls take {needed}s, too close to the timeout"
+        );
+        assert!(images.timeout.0 < images.refresh_interval.0);
+    }
 }
