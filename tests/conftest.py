@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +44,17 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1) -> A
             pass
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def terminate(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within `timeout` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class AwsServer:
@@ -90,11 +100,7 @@ class AwsServer:
         return self.post("faults", kw)["id"]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        terminate(self.proc, 10)
 
 
 @pytest.fixture()
@@ -170,13 +176,7 @@ class Exporter:
     def stop(self) -> int:
         if self.log_file.closed:
             return self.proc.returncode
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 10)
         self.log_file.close()
         self.final_logs = self.log_path.read_text()
         self.tmp.cleanup()

@@ -1,0 +1,325 @@
+"""The alert rules and dashboards against a real Prometheus that scrapes the three
+exporters, which count sample data on the local AWS test server.
+
+The data puts exactly one quota above the warning threshold: standard parameters in
+eu-west-1 at 850 of a limit lowered to 1,000 by a config override (85%). Everything
+else sits far below its limit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+import yaml
+
+from conftest import ACCOUNT_A, ACCOUNT_B, ROLE_B, AwsServer, Exporter, fast_retries, free_port, terminate, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+RULE_FILES = sorted(p for p in (ROOT / "alerts").glob("*.yml") if not p.name.endswith(".test.yml"))
+DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
+REGIONS = ["eu-west-1", "us-east-1"]
+RATIO_RULE = "quota:aws_quota_usage:ratio"
+# The one quota above the warning threshold.
+FULL = {"account_id": ACCOUNT_A, "aws_region": "eu-west-1", "service_code": "ssm", "quota_code": "standard_parameters"}
+
+
+class Prometheus:
+    """A real Prometheus server on loopback with the project's rule files."""
+
+    def __init__(self, targets: dict[str, str]) -> None:
+        binary = shutil.which("prometheus")
+        assert binary, "prometheus is not installed: run scripts/setup.sh"
+        self.tmp = tempfile.TemporaryDirectory()
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(p) for p in RULE_FILES],
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [address]}]} for job, address in targets.items()
+            ],
+        }
+        path = Path(self.tmp.name) / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config))
+        self.log_path = Path(self.tmp.name) / "prometheus.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={path}",
+                f"--storage.tsdb.path={self.tmp.name}/data",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self.ready, 60, "Prometheus to be ready")
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"prometheus exited with {self.proc.returncode}: {self.log_path.read_text()}")
+        return requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+
+    def api(self, path: str, **params: Any) -> Any:
+        r = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
+        body = r.json()
+        assert body.get("status") == "success", f"{path} {params}: {body}"
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict]:
+        data = self.api("query", query=expr)
+        assert data["resultType"] in ("vector", "scalar"), f"{expr}: {data['resultType']}"
+        if data["resultType"] == "scalar":
+            return [{"metric": {}, "value": data["result"]}]
+        return data["result"]
+
+    def stop(self) -> None:
+        terminate(self.proc, 20)
+        self.log.close()
+        self.tmp.cleanup()
+
+
+class Stack:
+    def __init__(self, prometheus: Prometheus, exporters: dict[str, Exporter]) -> None:
+        self.prometheus = prometheus
+        self.exporters = exporters
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    aws = AwsServer()
+    exporters: dict[str, Exporter] = {}
+    prometheus = None
+    try:
+        aws.seed_ssm("eu-west-1", standard=850, advanced=12)
+        aws.seed_ssm("us-east-1", standard=40, advanced=0)
+        aws.seed_ssm("eu-west-1", standard=120, advanced=3, account=ACCOUNT_B)
+        aws.seed_ecr("eu-west-1", {"team/app": {"images": 30, "tags_per_image": 2, "untagged": 4}, "team/web": {"images": 5, "lifecycle": True}})
+        aws.seed_ecr("us-east-1", {"team/api": {"images": 7}})
+        aws.seed_s3(buckets={"eu-west-1": 12, "us-east-1": 3}, directory_buckets={"eu-west-1": 2}, access_points={"eu-west-1": 4})
+        aws.seed_s3(buckets={"eu-west-1": 2}, account=ACCOUNT_B)
+        # Some throttling, retried: the error panels show real errors.
+        aws.fault(operation="DescribeParameters", code="ThrottlingException", status=400, every=3, times=4)
+        fast = {"refresh_interval": "5s", "timeout": "5s", "max_staleness": "1m", "rate_limit": 1000}
+        base = {"accounts": [{}, {"role_arn": ROLE_B}], "regions": REGIONS, "aws": fast_retries()}
+        configs = {
+            "ssm_quota_exporter": {**base, "collectors": {"ssm_parameters": {**fast, "limit_overrides": {"standard_parameters": 1000}}}},
+            "ecr_quota_exporter": {
+                **base,
+                "collectors": {"ecr_repositories": fast, "ecr_images": fast, "ecr_lifecycle_policies": {**fast, "enabled": True}},
+            },
+            "s3_quota_exporter": {
+                **base,
+                "collectors": {"s3_buckets": fast, "s3_directory_buckets": fast, "s3_access_points": fast},
+            },
+        }
+        for binary, cfg in configs.items():
+            exporters[binary] = Exporter(binary, aws, cfg)
+        for e in exporters.values():
+            e.wait_ready(timeout=120)
+        prometheus = Prometheus({name.split("_")[0]: e.url.removeprefix("http://") for name, e in exporters.items()})
+        # Every target scraped, the ratio recorded, and enough samples for rates.
+        wait_until(lambda: len(prometheus.query("up == 1")) == 3, 60, "three targets up")
+        wait_until(lambda: prometheus.query(f"{RATIO_RULE}{selector(FULL)}"), 60, "the recording rule")
+        wait_until(
+            lambda: prometheus.query("count_over_time(aws_quota_exporter_build_info[1m]) >= 5"),
+            60,
+            "five scrapes of each exporter",
+        )
+        yield Stack(prometheus, exporters)
+    finally:
+        if prometheus:
+            prometheus.stop()
+        for e in exporters.values():
+            e.stop()
+        aws.stop()
+
+
+def selector(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def test_the_recording_rule_gives_the_ratio(stack):
+    p = stack.prometheus
+    got = p.query(f"{RATIO_RULE}{selector(FULL)}")
+    assert len(got) == 1
+    assert float(got[0]["value"][1]) == pytest.approx(0.85)
+    # Scrape-target labels are dropped; the data labels stay (an empty `resource` is
+    # no label at all in Prometheus).
+    labels = set(got[0]["metric"])
+    assert {"__name__", "account_id", "aws_region", "service_code", "quota_code", "quota_name"} <= labels
+    assert labels <= {"__name__", "account_id", "aws_region", "service_code", "quota_code", "quota_name", "resource"}
+    # One ratio per quota series the exporters expose, each usage / limit.
+    usage = p.query("aws_quota_usage")
+    ratios = {tuple(sorted((k, v) for k, v in r["metric"].items() if k != "__name__")): float(r["value"][1]) for r in p.query(RATIO_RULE)}
+    assert len(ratios) == len(usage)
+    for r in p.query("aws_quota_usage / ignoring (instance, job) aws_quota_limit"):
+        key = tuple(sorted((k, v) for k, v in r["metric"].items() if k not in ("instance", "job")))
+        assert ratios[key] == pytest.approx(float(r["value"][1]))
+    # Exactly one quota above 80%.
+    above = p.query(f"{RATIO_RULE} >= 0.8")
+    assert [{k: r["metric"][k] for k in FULL} for r in above] == [FULL]
+
+
+def alerts(p: Prometheus) -> list[dict]:
+    return p.api("alerts")["alerts"]
+
+
+def test_almost_full_is_pending_or_firing_for_that_quota_alone(stack):
+    p = stack.prometheus
+    wait_until(lambda: [a for a in alerts(p) if a["labels"]["alertname"] == "AwsQuotaAlmostFull"], 30, "AwsQuotaAlmostFull")
+    almost = [a for a in alerts(p) if a["labels"]["alertname"] == "AwsQuotaAlmostFull"]
+    assert len(almost) == 1, almost
+    a = almost[0]
+    assert a["state"] in ("pending", "firing")
+    assert {k: a["labels"][k] for k in FULL} == FULL
+    assert a["labels"]["severity"] == "warning"
+    assert float(a["value"]) == pytest.approx(0.85)
+    assert "85%" in a["annotations"]["description"] and ACCOUNT_A in a["annotations"]["description"]
+    assert a["annotations"]["runbook_url"].endswith("docs/runbook.md#awsquotaalmostfull")
+    # No other quota alert, and the exporters are healthy.
+    others = {x["labels"]["alertname"] for x in alerts(p)} - {"AwsQuotaAlmostFull", "AwsQuotaWatchdog"}
+    assert others == set(), others
+
+
+def test_the_watchdog_fires(stack):
+    p = stack.prometheus
+    wait_until(
+        lambda: [a for a in alerts(p) if a["labels"]["alertname"] == "AwsQuotaWatchdog" and a["state"] == "firing"],
+        30,
+        "the watchdog to fire",
+    )
+
+
+# --- dashboards ----------------------------------------------------------------------
+
+
+def dashboard_queries(dashboard: dict) -> Iterator[tuple[str, str]]:
+    """(where, expr) for every panel target, in rows and nested panels too."""
+
+    def walk(panels: list[dict]) -> Iterator[tuple[str, str]]:
+        for panel in panels:
+            for t in panel.get("targets", []):
+                if t.get("expr"):
+                    yield f"{dashboard['uid']} panel {panel.get('id')} {panel.get('title')!r} {t.get('refId')}", t["expr"]
+            yield from walk(panel.get("panels", []))
+
+    yield from walk(dashboard.get("panels", []))
+
+
+def variable_queries(dashboard: dict) -> Iterator[tuple[str, str]]:
+    for v in dashboard.get("templating", {}).get("list", []):
+        if v.get("type") == "query":
+            q = v.get("query")
+            yield v["name"], q["query"] if isinstance(q, dict) else q
+
+
+LABEL_VALUES = re.compile(r"^\s*label_values\((?:(.*),\s*)?([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*$")
+
+
+def substitute(expr: str, values: dict[str, list[str]]) -> str:
+    """Grafana's substitution for a multi-value variable inside a regex matcher."""
+    out = expr.replace("$__rate_interval", "1m").replace("${__rate_interval}", "1m")
+    for name, vals in values.items():
+        # Grafana regex-escapes each value; inside a PromQL string a backslash is doubled.
+        alt = "(" + "|".join(re.escape(v).replace("\\", "\\\\") for v in vals) + ")" if vals else ".*"
+        out = out.replace("${" + name + "}", alt).replace("$" + name, alt)
+    return out
+
+
+def test_every_dashboard_query_parses_and_returns_data(stack):
+    p = stack.prometheus
+    assert DASHBOARDS, "no dashboards"
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        values: dict[str, list[str]] = {}
+        # Variables in order, each fed by label_values through the series API, as
+        # Grafana's Prometheus data source does; each must offer values.
+        for name, query in variable_queries(dashboard):
+            m = LABEL_VALUES.match(query)
+            assert m, f"{path.name}: variable {name}: not a label_values query: {query!r}"
+            match, label = m.group(1), m.group(2)
+            if match:
+                series = p.api("series", **{"match[]": substitute(match, values)})
+                found = sorted({s[label] for s in series if label in s})
+            else:
+                found = p.api(f"label/{label}/values")
+            assert found, f"{path.name}: variable {name} has no values"
+            values[name] = found
+        queries = list(dashboard_queries(dashboard))
+        assert queries, f"{path.name}: no queries"
+        leftover = re.compile(r"\$\{?[a-zA-Z_]")
+        for where, expr in queries:
+            q = substitute(expr, values)
+            assert not leftover.search(q), f"{where}: unknown variable in {q!r}"
+            result = p.query(q)
+            assert result, f"{where}: no data for {q!r}"
+
+
+# --- metric names --------------------------------------------------------------------
+
+KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "inf", "nan", "atan2"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects: identifiers that are not
+    functions, keywords, label names (in braces, in grouping lists) or durations."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)  # strings
+    s = re.sub(r"\{[^}]*\}", " ", s)  # label matchers
+    s = re.sub(r"\[[^\]]*\]", " ", s)  # ranges and subqueries
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    s = re.sub(r"\$\{?[a-zA-Z_][a-zA-Z0-9_]*\}?", " ", s)  # Grafana variables
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", s):
+        word, call = m.group(1), m.group(2)
+        if call or word.lower() in KEYWORDS:
+            continue
+        names.add(word)
+    return names
+
+
+def test_metric_names_are_found_in_promql():
+    expr = 'sum without (instance) (rate(foo_total{a="b c", d=~"$x"}[$__rate_interval])) / on (a) group_left (q) bar:baz:ratio > 0.8 and ignoring (z) qux offset 5m'
+    assert metric_names(expr) == {"foo_total", "bar:baz:ratio", "qux"}
+
+
+def recorded_names() -> set[str]:
+    names = set()
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            names |= {r["record"] for r in group["rules"] if "record" in r}
+    return names
+
+
+def rule_exprs() -> Iterator[tuple[str, str]]:
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for r in group["rules"]:
+                yield f"{path.name} {r.get('record') or r.get('alert')}", r["expr"]
+
+
+def test_dashboards_and_rules_use_only_metrics_the_exporters_expose(stack):
+    exposed = {name for e in stack.exporters.values() for name, _, _ in e.samples()}
+    allowed = exposed | recorded_names()
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        used = set()
+        variables = [(name, m.group(1) or "") for name, q in variable_queries(dashboard) if (m := LABEL_VALUES.match(q))]
+        for where, expr in [*dashboard_queries(dashboard), *variables]:
+            names = metric_names(expr)
+            assert names <= allowed, f"{path.name} {where}: {sorted(names - allowed)} not exposed by any exporter"
+            used |= names
+        assert used, f"{path.name}: uses no metric"
+    # The rules may also use Prometheus's own `up` for a target that is down.
+    for where, expr in rule_exprs():
+        names = metric_names(expr)
+        assert names <= allowed | {"up"}, f"{where}: {sorted(names - allowed - {'up'})} not exposed by any exporter"

@@ -1,0 +1,111 @@
+"""The rule files in alerts/: promtool checks and unit tests, and the conventions every
+alert follows (annotations, severity, a runbook section of its own, tests that show
+it firing and not firing)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+ALERTS = ROOT / "alerts"
+RULE_FILES = sorted(p for p in ALERTS.glob("*.yml") if not p.name.endswith(".test.yml"))
+TEST_FILES = sorted(ALERTS.glob("*.test.yml"))
+RUNBOOK = ROOT / "docs" / "runbook.md"
+RUNBOOK_URL = "https://github.com/headroom-exporters/headroom/blob/main/docs/runbook.md#"
+SEVERITIES = {"critical", "warning", "info", "none"}
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    binary = shutil.which("promtool")
+    assert binary, "promtool is not installed: run scripts/setup.sh"
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=600, cwd=ALERTS)
+
+
+def rules() -> list[dict]:
+    return [r for p in RULE_FILES for g in yaml.safe_load(p.read_text())["groups"] for r in g["rules"]]
+
+
+def alert_rules() -> list[dict]:
+    return [r for r in rules() if "alert" in r]
+
+
+def test_there_are_rule_files_and_tests():
+    assert RULE_FILES and TEST_FILES
+    names = {r["alert"] for r in alert_rules()}
+    for expected in ("AwsQuotaAlmostFull", "AwsQuotaFillingUp", "AwsQuotaExporterDown", "AwsQuotaWatchdog"):
+        assert expected in names
+
+
+def test_promtool_check_rules_is_clean():
+    r = promtool("check", "rules", *[p.name for p in RULE_FILES])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout
+
+
+def test_promtool_unit_tests_pass():
+    r = promtool("test", "rules", *[p.name for p in TEST_FILES])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_promtool_unit_tests_catch_a_broken_rule(tmp_path):
+    """The unit tests are not vacuous: with the warning threshold moved, they fail."""
+    for p in [*RULE_FILES, *TEST_FILES]:
+        shutil.copy(p, tmp_path / p.name)
+    main = tmp_path / "headroom.rules.yml"
+    text = main.read_text()
+    assert "quota:aws_quota_usage:ratio >= 0.80" in text
+    # Only the test group of the thresholds, to keep it quick.
+    tests = yaml.safe_load((ALERTS / "headroom.rules.test.yml").read_text())
+    tests["tests"] = [t for t in tests["tests"] if t["name"] == "ratio and almost full"]
+    assert tests["tests"]
+    (tmp_path / "one.test.yml").write_text(yaml.safe_dump(tests))
+    binary = shutil.which("promtool")
+    main.write_text(text)
+    r = subprocess.run([binary, "test", "rules", "one.test.yml"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    main.write_text(text.replace("quota:aws_quota_usage:ratio >= 0.80", "quota:aws_quota_usage:ratio >= 0.90"))
+    r = subprocess.run([binary, "test", "rules", "one.test.yml"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode != 0, r.stdout
+    assert "AwsQuotaAlmostFull" in r.stdout + r.stderr
+
+
+def test_every_alert_has_severity_annotations_and_its_runbook_section():
+    headings = {m.group(1).lower() for m in re.finditer(r"^## (\S+)\s*$", RUNBOOK.read_text(), re.M)}
+    for rule in alert_rules():
+        name = rule["alert"]
+        assert re.fullmatch(r"AwsQuota[A-Z][A-Za-z]+", name), name
+        assert rule["labels"]["severity"] in SEVERITIES, name
+        ann = rule["annotations"]
+        assert ann["summary"].strip() and ann["description"].strip(), name
+        assert ann["runbook_url"] == RUNBOOK_URL + name.lower(), name
+        assert name.lower() in headings, f"docs/runbook.md has no section ## {name}"
+        if name != "AwsQuotaWatchdog":
+            assert "for" in rule, f"{name} has no for: and would flap"
+
+
+def test_every_alert_is_tested_firing_and_not_firing():
+    fired: set[str] = set()
+    quiet: set[str] = set()
+    for path in TEST_FILES:
+        for group in yaml.safe_load(path.read_text())["tests"]:
+            for t in group.get("alert_rule_test", []):
+                (fired if t.get("exp_alerts") else quiet).add(t["alertname"])
+    names = {r["alert"] for r in alert_rules()}
+    assert names - fired == set(), f"never tested firing: {sorted(names - fired)}"
+    # The watchdog always fires; every other alert must be shown quiet somewhere.
+    assert names - quiet - {"AwsQuotaWatchdog"} == set(), f"never tested quiet: {sorted(names - quiet)}"
+
+
+def test_quota_alerts_describe_where_and_how_full():
+    for rule in alert_rules():
+        if "quota:aws_quota_usage:ratio" not in rule["expr"]:
+            continue
+        d = rule["annotations"]["description"]
+        for label in ("account_id", "aws_region", "service_code", "quota_code", "quota_name", "resource"):
+            assert f"$labels.{label}" in d, f"{rule['alert']}: description lacks {label}"
+        assert "humanizePercentage" in d, rule["alert"]
