@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --locked --bins
+cargo build --locked --workspace --release --bins
 .venv/bin/python bench/ssm_refresh.py
 .venv/bin/python bench/ecr_refresh.py

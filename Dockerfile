@@ -1,0 +1,63 @@
+# syntax=docker/dockerfile:1
+# One image with the three headroom exporters. The binary is the command:
+#   docker run ghcr.io/headroom-exporters/headroom /usr/local/bin/ssm_quota_exporter
+#   docker run ghcr.io/headroom-exporters/headroom /usr/local/bin/ecr_quota_exporter
+#   docker run ghcr.io/headroom-exporters/headroom /usr/local/bin/s3_quota_exporter
+# (the Helm chart sets `command` the same way). Single-exporter images, with their
+# binary as entrypoint: `docker build --target ecr-quota-exporter .` and likewise for
+# ssm-quota-exporter and s3-quota-exporter.
+# The image runs as a non-root user and writes nothing: run it with a read-only root
+# filesystem. Configuration comes from --config.file and the standard AWS environment.
+
+# The toolchain CI tests with (tests/test_packaging.py checks they agree).
+ARG RUST_VERSION=1.95
+
+# The git revision for aws_quota_exporter_build_info (.git is not in the context):
+#   docker build --build-arg REVISION="$(git rev-parse --short=12 HEAD)" .
+ARG REVISION=unknown
+
+FROM rust:${RUST_VERSION}-bookworm AS build
+ARG REVISION
+WORKDIR /src
+COPY . .
+# The same cargo build as CI (scripts/test.sh), in release mode and binaries only.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    HEADROOM_REVISION="${REVISION}" cargo build --locked --workspace --release --bins \
+    && mkdir -p /out \
+    && cp target/release/ssm_quota_exporter target/release/ecr_quota_exporter target/release/s3_quota_exporter /out/
+
+# glibc, libgcc and CA certificates, no shell; user 65532 (nonroot).
+FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+ARG VERSION=0.1.0
+ARG REVISION
+LABEL org.opencontainers.image.title="headroom" \
+      org.opencontainers.image.description="Prometheus exporters for AWS resource quotas: SSM Parameter Store, ECR, S3" \
+      org.opencontainers.image.source="https://github.com/headroom-exporters/headroom" \
+      org.opencontainers.image.url="https://github.com/headroom-exporters/headroom" \
+      org.opencontainers.image.documentation="https://github.com/headroom-exporters/headroom#readme" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+USER 65532:65532
+
+FROM runtime AS ssm-quota-exporter
+COPY --from=build /out/ssm_quota_exporter /usr/local/bin/
+EXPOSE 9810
+ENTRYPOINT ["/usr/local/bin/ssm_quota_exporter"]
+
+FROM runtime AS ecr-quota-exporter
+COPY --from=build /out/ecr_quota_exporter /usr/local/bin/
+EXPOSE 9811
+ENTRYPOINT ["/usr/local/bin/ecr_quota_exporter"]
+
+FROM runtime AS s3-quota-exporter
+COPY --from=build /out/s3_quota_exporter /usr/local/bin/
+EXPOSE 9812
+ENTRYPOINT ["/usr/local/bin/s3_quota_exporter"]
+
+# The default target: all three; the command picks the exporter.
+FROM runtime AS headroom
+COPY --from=build /out/ssm_quota_exporter /out/ecr_quota_exporter /out/s3_quota_exporter /usr/local/bin/
+EXPOSE 9810 9811 9812
+CMD ["/usr/local/bin/ssm_quota_exporter"]

@@ -1,0 +1,164 @@
+"""The container image's Dockerfile: hadolint clean, built with the same cargo command
+and toolchain as CI, holding every exporter binary the workspace defines, exposing
+each exporter's default port, as a non-root user. No Docker engine runs here, so the
+build itself is checked through what it runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+HADOLINT = ROOT / ".venv" / "bin" / "hadolint"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    buf = ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not buf and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            buf += line.rstrip()[:-1] + " "
+            continue
+        buf += line
+        word, _, rest = buf.strip().partition(" ")
+        out.append((word.upper(), rest.strip()))
+        buf = ""
+    return out
+
+
+def stages() -> dict[str, list[tuple[str, str]]]:
+    result: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for word, rest in instructions():
+        if word == "FROM":
+            m = re.search(r"\bAS\s+(\S+)", rest, re.I)
+            current = m.group(1) if m else rest
+            result[current] = []
+        if current:
+            result[current].append((word, rest))
+    return result
+
+
+def cargo_build(command: str) -> list[str]:
+    """The arguments of the `cargo build` in a shell command line, without env assignments."""
+    words = shlex.split(command)
+    i = next(i for i in range(len(words) - 1) if words[i] == "cargo" and words[i + 1] == "build")
+    args = []
+    for w in words[i + 2 :]:
+        if w in ("&&", ";", "||", "|"):
+            break
+        args.append(w)
+    return args
+
+
+def workspace_binaries() -> set[str]:
+    meta = json.loads(
+        subprocess.run(
+            ["cargo", "metadata", "--no-deps", "--format-version", "1", "--offline"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout
+    )
+    return {t["name"] for p in meta["packages"] for t in p["targets"] if "bin" in t["kind"]}
+
+
+def default_ports() -> dict[str, int]:
+    ports = {}
+    for main in (ROOT / "exporters").glob("*/src/main.rs"):
+        m = re.search(r'default_listen_address:\s*":(\d+)"', main.read_text())
+        assert m, f"{main}: no default_listen_address"
+        name = re.search(r'^name = "(\w+)"', (main.parent.parent / "Cargo.toml").read_text().split("[[bin]]")[1], re.M)
+        ports[name.group(1)] = int(m.group(1))
+    return ports
+
+
+def test_hadolint_is_clean():
+    assert HADOLINT.exists(), "hadolint is not installed: run scripts/setup.sh"
+    r = subprocess.run([str(HADOLINT), "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_build_stage_runs_the_cargo_build_ci_runs():
+    ci = next(line for line in (ROOT / "scripts" / "test.sh").read_text().splitlines() if line.startswith("cargo build"))
+    ci_args = cargo_build(ci)
+    runs = [rest for word, rest in stages()["build"] if word == "RUN" and "cargo build" in rest]
+    assert len(runs) == 1, runs
+    docker_args = cargo_build(runs[0])
+    # The same flags, except that CI builds every target in debug mode and the image
+    # only the binaries in release mode.
+    assert sorted(a for a in ci_args if a != "--all-targets") == sorted(a for a in docker_args if a not in ("--release", "--bins"))
+    assert "--locked" in docker_args and "--release" in docker_args
+    # And so does the benchmark build.
+    bench = next(line for line in (ROOT / "bench" / "run.sh").read_text().splitlines() if line.startswith("cargo build"))
+    assert cargo_build(bench) == docker_args
+
+
+def test_the_build_stage_uses_the_toolchain_ci_tests_with():
+    arg = next(rest for word, rest in instructions() if word == "ARG" and rest.startswith("RUST_VERSION="))
+    image_version = arg.split("=", 1)[1]
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True, check=True).stdout
+    machine = re.match(r"rustc (\d+\.\d+)\.", rustc).group(1)
+    assert image_version == machine, f"Dockerfile builds with Rust {image_version}, CI tests with {machine}"
+    minimum = re.search(r'^rust-version = "([\d.]+)"', (ROOT / "Cargo.toml").read_text(), re.M).group(1)
+    assert tuple(map(int, image_version.split("."))) >= tuple(map(int, minimum.split(".")))
+
+
+def copied_binaries(stage: list[tuple[str, str]]) -> set[str]:
+    names = set()
+    for word, rest in stage:
+        if word == "COPY" and "--from=build" in rest:
+            names |= {Path(src).name for src in shlex.split(rest)[1:-1]}
+    return names
+
+
+def test_every_exporter_binary_is_in_the_image_with_its_port():
+    bins = workspace_binaries()
+    ports = default_ports()
+    assert bins == set(ports) and len(bins) == 3
+    s = stages()
+    # The default (last) stage holds all of them and exposes every default port.
+    last = list(s)[-1]
+    assert copied_binaries(s[last]) == bins
+    exposed = {int(p) for word, rest in s[last] if word == "EXPOSE" for p in rest.split()}
+    assert exposed == set(ports.values())
+    cmd = next(rest for word, rest in s[last] if word == "CMD")
+    assert json.loads(cmd)[0].rsplit("/", 1)[1] in bins
+    # One stage per exporter, its binary as entrypoint and its port exposed.
+    for binary, port in ports.items():
+        stage = s[binary.replace("_", "-")]
+        assert copied_binaries(stage) == {binary}
+        assert ("EXPOSE", str(port)) in stage
+        entry = json.loads(next(rest for word, rest in stage if word == "ENTRYPOINT"))
+        assert entry == [f"/usr/local/bin/{binary}"]
+    # And the build stage copies out what the workspace builds.
+    out = next(rest for word, rest in s["build"] if word == "RUN")
+    assert {b for b in bins if f"target/release/{b}" in out} == bins
+
+
+def test_the_image_runs_as_a_non_root_user_with_oci_labels():
+    s = stages()
+    runtime = s["runtime"]
+    user = next(rest for word, rest in runtime if word == "USER")
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, user
+    labels = " ".join(rest for word, rest in runtime if word == "LABEL")
+    for key in ("title", "description", "source", "licenses", "version", "revision"):
+        assert f"org.opencontainers.image.{key}=" in labels, key
+    # Every final stage derives from the runtime stage, so none runs as root.
+    for name, stage in s.items():
+        if name not in ("build", "runtime"):
+            assert stage[0][1].split()[0] == "runtime", name
+
+
+def test_the_build_context_leaves_out_build_output_and_tools():
+    ignored = {l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")}
+    assert {"target/", ".venv/", ".git/"} <= ignored
+    # ...but not what the build needs.
+    for needed in ("Cargo.toml", "Cargo.lock", "common/", "exporters/"):
+        assert needed not in ignored
