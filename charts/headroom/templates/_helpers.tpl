@@ -1,0 +1,86 @@
+{{/* The exporters this chart knows, in rendering order. */}}
+{{- define "headroom.exporterNames" -}}
+ssm ecr s3
+{{- end }}
+
+{{- define "headroom.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's full name: resources are named <fullname>-<exporter>, so it leaves room
+for the longest suffix ("-ssm", "-ecr", "-s3": 4 characters) within 63.
+*/}}
+{{- define "headroom.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 59 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 59 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 59 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "headroom.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "headroom.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "headroom.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "headroom.labels" -}}
+helm.sh/chart: {{ include "headroom.chart" . }}
+{{ include "headroom.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: headroom
+{{- end }}
+
+{{/* Context: dict "root" $ "name" <exporter>. */}}
+{{- define "headroom.exporter.fullname" -}}
+{{- printf "%s-%s" (include "headroom.fullname" .root) .name }}
+{{- end }}
+
+{{- define "headroom.exporter.selectorLabels" -}}
+{{ include "headroom.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .name }}-exporter
+{{- end }}
+
+{{- define "headroom.exporter.labels" -}}
+{{ include "headroom.labels" .root }}
+app.kubernetes.io/component: {{ .name }}-exporter
+{{- end }}
+
+{{- define "headroom.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "headroom.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "headroom.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The exporter's config file as mounted; an empty config is an empty mapping. */}}
+{{- define "headroom.exporter.configFile" -}}
+{{- $config := (index .root.Values.exporters .name).config | default dict }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/* Non-empty when at least one exporter is enabled. */}}
+{{- define "headroom.anyExporter" -}}
+{{- range $name := splitList " " (include "headroom.exporterNames" .) }}
+{{- if (index $.Values.exporters $name).enabled }}true{{ end }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,437 @@
+"""The Helm chart in charts/headroom: lint, Kubernetes schema validation of the rendered
+manifests, the rules and dashboards equal to the repository's files, every rendered
+exporter config accepted by the real exporter binary, and the toggles. Offline: helm
+only renders (`helm template`), nothing talks to a cluster."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import BIN_DIR, ROOT
+
+HELM = ROOT / ".test-tools" / "bin" / "helm"
+CHART = ROOT / "charts" / "headroom"
+MULTI = CHART / "ci" / "multi-account-values.yaml"
+VALUES_FILES = {"default": None, "multi-account": MULTI}
+ALERTS = ROOT / "alerts"
+DASHBOARDS = ROOT / "dashboards"
+RULE_FILES = sorted(p for p in ALERTS.glob("*.yml") if not p.name.endswith(".test.yml"))
+EXPORTERS = {"ssm": 9810, "ecr": 9811, "s3": 9812}  # default ports, as in the README
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# The oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest
+# kubernetes-validate knows.
+K8S_VERSIONS = ("1.25.0", "1.37.0")
+NAMESPACE = "monitoring"
+RELEASE = "headroom"
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    if not HELM.exists():
+        pytest.fail(f"{HELM} is missing: run scripts/setup.sh")
+    home = ROOT / ".test-tools" / "helm-home"
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    r = subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    if check:
+        assert r.returncode == 0, f"helm {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+@functools.lru_cache(maxsize=None)
+def _render(values: Path | None, sets: tuple[str, ...], release: str) -> str:
+    args = ["template", release, str(CHART), "--namespace", NAMESPACE]
+    if values:
+        args += ["-f", str(values)]
+    for s in sets:
+        args += ["--set", s]
+    return helm(*args).stdout
+
+
+def render_text(values: Path | None = None, *sets: str, release: str = RELEASE) -> str:
+    return _render(values, tuple(sets), release)
+
+
+def render(values: Path | None = None, *sets: str, release: str = RELEASE) -> list[dict]:
+    return [d for d in yaml.safe_load_all(render_text(values, *sets, release=release)) if d]
+
+
+def find(docs: list[dict], kind: str, name: str | None = None) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: list[dict], kind: str, name: str) -> dict:
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"{kind}/{name}: found {len(found)} in {[(d['kind'], d['metadata']['name']) for d in docs]}"
+    return found[0]
+
+
+def values_of(values: Path | None) -> dict:
+    return yaml.safe_load(values.read_text()) if values else {}
+
+
+def fullname(values: Path | None) -> str:
+    return values_of(values).get("fullnameOverride") or f"{RELEASE}"
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def containers(docs: list[dict]) -> list[tuple[str, dict]]:
+    return [(d["metadata"]["name"], c) for d in find(docs, "Deployment") for c in d["spec"]["template"]["spec"]["containers"]]
+
+
+# ---------------------------------------------------------------------------- lint
+
+
+@pytest.mark.parametrize("values", VALUES_FILES.values(), ids=VALUES_FILES.keys())
+def test_helm_lint_strict(values: Path | None):
+    args = ["lint", "--strict", str(CHART)] + (["-f", str(values)] if values else [])
+    r = helm(*args)
+    assert "0 chart(s) failed" in r.stdout and "[WARNING]" not in r.stdout and "[ERROR]" not in r.stdout, r.stdout
+
+
+# ----------------------------------------------------------------- schema validation
+
+
+def kubernetes_validate(docs: list[dict], tmp_path: Path, versions: tuple[str, ...] = K8S_VERSIONS) -> subprocess.CompletedProcess:
+    path = tmp_path / "manifests.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    binary = Path(sys.executable).parent / "kubernetes-validate"
+    assert binary.exists(), f"{binary} is missing: run scripts/setup.sh"
+    args = [str(binary), "--strict", "--quiet"]
+    for v in versions:
+        args += ["-k", v]
+    return subprocess.run([*args, str(path)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("values", VALUES_FILES.values(), ids=VALUES_FILES.keys())
+def test_rendered_manifests_validate_strictly(values: Path | None, tmp_path: Path):
+    docs = render(values)
+    core = [d for d in docs if d["kind"] not in CRD_KINDS]
+    # Every kind but the Prometheus Operator's has a bundled schema; a missing schema is
+    # only a warning in kubernetes-validate, so a warning fails here too.
+    assert {d["kind"] for d in core} >= {"ServiceAccount", "ConfigMap", "Service", "Deployment"}
+    assert {d["apiVersion"] for d in docs if d["kind"] in CRD_KINDS} == {"monitoring.coreos.com/v1"}
+    r = kubernetes_validate(core, tmp_path)
+    assert r.returncode == 0 and "WARN" not in r.stdout and "ERROR" not in r.stdout, r.stdout + r.stderr
+    if values == MULTI:
+        assert find(docs, "PodDisruptionBudget"), "the multi-account values run two replicas"
+
+
+def test_strict_validation_catches_a_misspelt_field(tmp_path: Path):
+    """The validation above can fail: an unknown field in a container is an error."""
+    docs = [d for d in render() if d["kind"] == "Deployment"]
+    docs[0]["spec"]["template"]["spec"]["containers"][0]["securityContex"] = {}
+    r = kubernetes_validate(docs, tmp_path)
+    assert r.returncode != 0 and "securityContex" in r.stdout, r.stdout
+
+
+# -------------------------------------------------- ServiceMonitors and Services (CRDs)
+
+SERVICE_MONITOR_SPEC = {"selector", "namespaceSelector", "endpoints", "jobLabel"}
+ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout", "relabelings", "metricRelabelings"}
+
+
+@pytest.mark.parametrize("values", VALUES_FILES.values(), ids=VALUES_FILES.keys())
+def test_service_monitors_scrape_each_exporter(values: Path | None):
+    docs = render(values)
+    services = find(docs, "Service")
+    monitors = find(docs, "ServiceMonitor")
+    assert len(monitors) == len(EXPORTERS) == len(services)
+    extra = values_of(values).get("serviceMonitor", {}).get("additionalLabels", {})
+    for sm in monitors:
+        assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+        assert set(sm) == {"apiVersion", "kind", "metadata", "spec"}
+        assert set(sm["spec"]) <= SERVICE_MONITOR_SPEC, sm["spec"]
+        assert sm["metadata"]["namespace"] == NAMESPACE
+        assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+        assert extra.items() <= sm["metadata"]["labels"].items()
+        # It selects exactly its own Service, by a port that Service has.
+        chosen = [s for s in services if selects(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
+        assert [s["metadata"]["name"] for s in chosen] == [sm["metadata"]["name"]]
+        [endpoint] = sm["spec"]["endpoints"]
+        assert set(endpoint) <= ENDPOINT_KEYS, endpoint
+        assert endpoint["path"] == "/metrics"
+        assert endpoint["port"] in {p["name"] for p in chosen[0]["spec"]["ports"]}
+        if "interval" in values_of(values).get("serviceMonitor", {}):
+            assert endpoint["interval"] == values_of(values)["serviceMonitor"]["interval"]
+
+
+@pytest.mark.parametrize("values", VALUES_FILES.values(), ids=VALUES_FILES.keys())
+def test_services_reach_their_exporter_only(values: Path | None):
+    docs = render(values)
+    deployments = find(docs, "Deployment")
+    for name in EXPORTERS:
+        svc = one(docs, "Service", f"{fullname(values)}-{name}")
+        chosen = [d for d in deployments if selects(svc["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
+        assert [d["metadata"]["name"] for d in chosen] == [svc["metadata"]["name"]]
+        [port] = svc["spec"]["ports"]
+        [container] = chosen[0]["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert port["port"] == ports[port["targetPort"]] == EXPORTERS[name]
+        # The Deployment's own selector picks its pods.
+        assert selects(chosen[0]["spec"]["selector"]["matchLabels"], chosen[0]["spec"]["template"]["metadata"]["labels"])
+
+
+# --------------------------------------------------------- rules and dashboards: no drift
+
+
+def test_prometheus_rule_is_the_rule_file_and_passes_promtool(tmp_path: Path):
+    [rule] = find(render(), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(rule["spec"]) == {"groups"}
+    expected = [g for p in RULE_FILES for g in yaml.safe_load(p.read_text())["groups"]]
+    assert expected and rule["spec"]["groups"] == expected
+    path = tmp_path / "rendered.rules.yml"
+    path.write_text(yaml.safe_dump(rule["spec"]))
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: run scripts/setup.sh"
+    r = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # Every rule of the file arrived, the unit tests' file did not.
+    assert f"SUCCESS: {sum(len(g['rules']) for g in expected)} rules found" in r.stdout, r.stdout
+
+
+def test_prometheus_rule_labels_and_toggle():
+    [rule] = find(render(MULTI), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert find(render(None, "prometheusRule.enabled=false"), "PrometheusRule") == []
+
+
+def test_dashboards_configmap_holds_exactly_the_dashboards():
+    files = {p.name: p.read_text() for p in sorted(DASHBOARDS.glob("*.json"))}
+    assert len(files) >= 3
+    cm = one(render(), "ConfigMap", f"{RELEASE}-dashboards")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert set(cm["data"]) == set(files)
+    for name, text in files.items():
+        assert json.loads(cm["data"][name]) == json.loads(text), name
+        assert cm["data"][name].rstrip("\n") == text.rstrip("\n"), f"{name} is not byte for byte the file"
+
+
+def test_dashboards_label_annotations_and_toggle():
+    cm = one(render(None, "dashboards.label=my_dashboards", "dashboards.labelValue=yes", "dashboards.namespace=grafana"), "ConfigMap", f"{RELEASE}-dashboards")
+    assert cm["metadata"]["labels"]["my_dashboards"] == "yes" and "grafana_dashboard" not in cm["metadata"]["labels"]
+    assert cm["metadata"]["namespace"] == "grafana"
+    assert one(render(MULTI), "ConfigMap", "headroom-prod-dashboards")["metadata"]["annotations"] == {"grafana_folder": "headroom"}
+    assert find(render(None, "dashboards.enabled=false"), "ConfigMap", f"{RELEASE}-dashboards") == []
+
+
+def test_chart_reads_rules_and_dashboards_through_symlinks_and_packages_them(tmp_path: Path):
+    files = CHART / "files"
+    assert (files / "alerts").is_symlink() and (files / "alerts").resolve() == ALERTS
+    assert (files / "dashboards").is_symlink() and (files / "dashboards").resolve() == DASHBOARDS
+    assert [p for p in files.rglob("*") if not p.is_symlink() and p.is_file()] == [], "no copies in the chart"
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    [tgz] = tmp_path.glob("headroom-*.tgz")
+    with tarfile.open(tgz) as tar:
+        names = set(tar.getnames())
+        for p in [*RULE_FILES, *DASHBOARDS.glob("*.json")]:
+            member = f"headroom/files/{p.parent.name}/{p.name}"
+            assert member in names, (member, sorted(names))
+            assert tar.extractfile(member).read() == p.read_bytes()
+    assert not [n for n in names if n.endswith(".test.yml") or "/ci/" in n], sorted(names)
+
+
+# ------------------------------------------------------ exporter configs, checked for real
+
+
+def exporter_args(docs: list[dict], name: str, values: Path | None) -> tuple[str, list[str]]:
+    [container] = one(docs, "Deployment", f"{fullname(values)}-{name}")["spec"]["template"]["spec"]["containers"]
+    [command] = container["command"]
+    return command, container["args"]
+
+
+def check_with_binary(command: str, args: list[str], config_text: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Runs the real exporter with the rendered arguments, the config file at a local path,
+    and --config.check: the flags and the config are what the exporter accepts."""
+    binary = BIN_DIR / Path(command).name
+    assert binary.exists(), f"{binary} is missing: build with cargo build (HEADROOM_BIN_DIR={BIN_DIR})"
+    path = tmp_path / "config.yml"
+    path.write_text(config_text)
+    assert "--config.file=/etc/headroom/config.yml" in args
+    local = [f"--config.file={path}" if a.startswith("--config.file=") else a for a in args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return subprocess.run([str(binary), *local, "--config.check"], capture_output=True, text=True, timeout=30, env=env)
+
+
+@pytest.mark.parametrize("values", VALUES_FILES.values(), ids=VALUES_FILES.keys())
+@pytest.mark.parametrize("name", EXPORTERS)
+def test_rendered_config_is_the_values_config_and_the_exporter_accepts_it(values: Path | None, name: str, tmp_path: Path):
+    docs = render(values)
+    cm = one(docs, "ConfigMap", f"{fullname(values)}-{name}")
+    text = cm["data"]["config.yml"]
+    want = values_of(values).get("exporters", {}).get(name, {}).get("config") or {}
+    if values:
+        assert want, "the multi-account values configure every exporter"
+    assert yaml.safe_load(text) == want
+    command, args = exporter_args(docs, name, values)
+    assert command == f"/usr/local/bin/{name}_quota_exporter"
+    assert f"--web.listen-address=:{EXPORTERS[name]}" in args
+    r = check_with_binary(command, args, text, tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_exporter_rejects_a_bad_rendered_config(tmp_path: Path):
+    """The check above can fail: a bad region in the values stops the exporter."""
+    docs = render(None, "exporters.ssm.config.regions[0]=Frankfurt")
+    text = one(docs, "ConfigMap", f"{RELEASE}-ssm")["data"]["config.yml"]
+    r = check_with_binary(*exporter_args(docs, "ssm", None), text, tmp_path)
+    assert r.returncode != 0 and "regions[0]" in r.stderr, r.stderr
+
+
+def test_schema_rejects_unquoted_account_ids_and_unknown_keys(tmp_path: Path):
+    # An unquoted account ID is a number to Helm: 012345678901 would lose its zero.
+    path = tmp_path / "values.yaml"
+    path.write_text("exporters:\n  ssm:\n    config:\n      accounts:\n        - account_id: 012345678901\n")
+    r = helm("template", RELEASE, str(CHART), "-f", str(path), check=False)
+    assert r.returncode != 0 and "account_id" in r.stderr, r.stderr
+    r = helm("template", RELEASE, str(CHART), "--set", "exporters.ssm.prot=1", check=False)
+    assert r.returncode != 0 and "prot" in r.stderr, r.stderr
+
+
+def test_config_change_rolls_only_that_exporter():
+    def checksums(docs: list[dict]) -> dict[str, str]:
+        return {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"] for d in find(docs, "Deployment")}
+
+    before = checksums(render())
+    after = checksums(render(None, "exporters.ecr.config.regions[0]=eu-west-1"))
+    assert before.keys() == after.keys() == {f"{RELEASE}-{n}" for n in EXPORTERS}
+    assert before[f"{RELEASE}-ecr"] != after[f"{RELEASE}-ecr"]
+    assert before[f"{RELEASE}-ssm"] == after[f"{RELEASE}-ssm"] and before[f"{RELEASE}-s3"] == after[f"{RELEASE}-s3"]
+    # The checksum is the mounted file's.
+    cm = one(render(), "ConfigMap", f"{RELEASE}-ecr")
+    assert before[f"{RELEASE}-ecr"] == hashlib.sha256(cm["data"]["config.yml"].rstrip("\n").encode()).hexdigest()
+
+
+# -------------------------------------------------------------------- toggles and names
+
+
+@pytest.mark.parametrize("name", EXPORTERS)
+def test_disabling_an_exporter_removes_its_resources(name: str):
+    all_docs = render(None, "replicas=2")
+    docs = render(None, "replicas=2", f"exporters.{name}.enabled=false")
+    gone = {(d["kind"], d["metadata"]["name"]) for d in all_docs} - {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert gone == {(k, f"{RELEASE}-{name}") for k in ("Deployment", "Service", "ServiceMonitor", "ConfigMap", "PodDisruptionBudget")}
+    assert not [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == f"{name}-exporter"]
+
+
+def test_without_exporters_only_rules_and_dashboards_remain():
+    docs = render(None, *(f"exporters.{n}.enabled=false" for n in EXPORTERS))
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [("ConfigMap", f"{RELEASE}-dashboards"), ("PrometheusRule", RELEASE)]
+
+
+def test_service_monitors_can_be_turned_off_cleanly():
+    docs = render(None, "serviceMonitor.enabled=false")
+    assert find(docs, "ServiceMonitor") == []
+    assert docs == [d for d in render() if d["kind"] != "ServiceMonitor"]
+
+
+def test_releases_do_not_collide():
+    """Sharding is several releases: their resources and selectors stay apart."""
+    a, b = render(release="quotas-a"), render(release="quotas-b")
+    assert not {(d["kind"], d["metadata"]["name"]) for d in a} & {(d["kind"], d["metadata"]["name"]) for d in b}
+    for svc in find(a, "Service"):
+        assert not [d for d in find(b, "Deployment") if selects(svc["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
+    for sm in find(a, "ServiceMonitor"):
+        assert not [s for s in find(b, "Service") if selects(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
+    names = {d["metadata"]["name"] for d in render(MULTI)}
+    assert names == {"headroom-prod", "headroom-prod-dashboards"} | {f"headroom-prod-{n}" for n in EXPORTERS}
+
+
+# --------------------------------------------------------------- pods: hardening, sizing
+
+
+@pytest.mark.parametrize("values", VALUES_FILES.values(), ids=VALUES_FILES.keys())
+def test_every_container_is_hardened_probed_and_sized(values: Path | None):
+    docs = render(values)
+    found = containers(docs)
+    assert len(found) == len(EXPORTERS)
+    for deployment in find(docs, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        assert [v["configMap"]["name"] for v in pod["volumes"]] == [deployment["metadata"]["name"]]
+    for deployment_name, c in found:
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        ports = {p["name"] for p in c["ports"]}
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["livenessProbe"]["httpGet"]["port"] in ports
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["readinessProbe"]["httpGet"]["port"] in ports
+        assert c["volumeMounts"] == [{"name": "config", "mountPath": "/etc/headroom", "readOnly": True}]
+        res = c["resources"]
+        assert "cpu" not in res.get("limits", {}), f"{deployment_name}: no CPU limit"
+        if deployment_name.endswith("-ecr") and values == MULTI:
+            assert res == values_of(MULTI)["exporters"]["ecr"]["resources"]
+        else:
+            assert res == {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
+
+
+def test_image_defaults_to_the_app_version():
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    images = {c["image"] for _, c in containers(render())}
+    assert images == {f"ghcr.io/headroom-exporters/headroom:{app_version}"}
+    assert {c["image"] for _, c in containers(render(None, "image.tag=1.2.3"))} == {"ghcr.io/headroom-exporters/headroom:1.2.3"}
+    digest = "sha256:" + "a" * 64
+    assert {c["image"] for _, c in containers(render(None, f"image.digest={digest}"))} == {f"ghcr.io/headroom-exporters/headroom@{digest}"}
+
+
+def test_environment_shared_and_per_exporter():
+    docs = render(MULTI, "exporters.s3.env[0].name=AWS_STS_REGIONAL_ENDPOINTS", "exporters.s3.env[0].value=regional")
+    for deployment_name, c in containers(docs):
+        env = [(e["name"], e.get("value")) for e in c["env"]]
+        assert env[0] == ("AWS_REGION", "eu-west-1")
+        assert (("AWS_STS_REGIONAL_ENDPOINTS", "regional") in env) == deployment_name.endswith("-s3")
+    assert all("env" not in c for _, c in containers(render()))
+
+
+def test_service_account_for_irsa():
+    docs = render(MULTI)
+    [sa] = find(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/headroom"}
+    assert {d["spec"]["template"]["spec"]["serviceAccountName"] for d in find(docs, "Deployment")} == {sa["metadata"]["name"]}
+    shared = render(None, "serviceAccount.create=false", "serviceAccount.name=headroom-shared")
+    assert find(shared, "ServiceAccount") == []
+    assert {d["spec"]["template"]["spec"]["serviceAccountName"] for d in find(shared, "Deployment")} == {"headroom-shared"}
+
+
+def test_pod_disruption_budget_only_with_replicas(tmp_path: Path):
+    assert find(render(), "PodDisruptionBudget") == [], "one replica: no budget"
+    docs = render(MULTI)  # replicas 2, but 1 for ECR
+    pdbs = {d["metadata"]["name"]: d for d in find(docs, "PodDisruptionBudget")}
+    assert set(pdbs) == {"headroom-prod-ssm", "headroom-prod-s3"}
+    for name, pdb in pdbs.items():
+        deployment = one(docs, "Deployment", name)
+        assert deployment["spec"]["replicas"] == 2
+        assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
+        assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    assert one(docs, "Deployment", "headroom-prod-ecr")["spec"]["replicas"] == 1
+    docs = render(None, "replicas=3", "podDisruptionBudget.minAvailable=2", "podDisruptionBudget.unhealthyPodEvictionPolicy=AlwaysAllow")
+    for pdb in find(docs, "PodDisruptionBudget"):
+        assert pdb["spec"]["minAvailable"] == 2 and "maxUnavailable" not in pdb["spec"]
+        assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert len(find(docs, "PodDisruptionBudget")) == len(EXPORTERS)
+    # unhealthyPodEvictionPolicy is newer than the oldest supported Kubernetes.
+    r = kubernetes_validate(find(docs, "PodDisruptionBudget"), tmp_path, versions=K8S_VERSIONS[-1:])
+    assert r.returncode == 0 and "WARN" not in r.stdout, r.stdout + r.stderr
+    assert find(render(None, "replicas=3", "podDisruptionBudget.enabled=false"), "PodDisruptionBudget") == []
