@@ -1,0 +1,550 @@
+"""The IAM policies in deploy/iam grant exactly what the code calls, and the README and
+the Terraform module say the same.
+
+The AWS operations are read out of the Rust sources: every `.send()` ends a fluent SDK
+call `<client>.<operation>()...send()`, the operation is the first call of that chain,
+and the client's crate (`aws_sdk_ecr`, ...) comes from the nearest typed declaration of
+the receiver (`let client: aws_sdk_ecr::Client`, `client: &aws_sdk_ecr::Client`,
+`sts: aws_sdk_sts::Client`, `build_client::<aws_sdk_sts::Client>`). Each operation
+maps to its IAM action through OPERATIONS below; an operation missing from that table
+fails the test, so a new SDK call cannot ship without a decision about its permission.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IAM_DIR = ROOT / "deploy" / "iam"
+TF_DIR = ROOT / "deploy" / "terraform"
+MODULE_DIR = TF_DIR / "cross-account-role"
+
+# (SDK crate without "aws_sdk_", fluent method) -> IAM action, from the AWS Service
+# Authorization Reference and each API's "Permissions" section. Add every new SDK call
+# here *and* to the policy that needs it.
+OPERATIONS: dict[tuple[str, str], str] = {
+    ("ssm", "describe_parameters"): "ssm:DescribeParameters",
+    ("ecr", "describe_repositories"): "ecr:DescribeRepositories",
+    ("ecr", "list_images"): "ecr:ListImages",
+    ("ecr", "get_lifecycle_policy"): "ecr:GetLifecyclePolicy",
+    # S3's names differ from the API's: ListBuckets is authorized by ListAllMyBuckets,
+    # ListDirectoryBuckets by the s3express service.
+    ("s3", "list_buckets"): "s3:ListAllMyBuckets",
+    ("s3", "list_directory_buckets"): "s3express:ListAllMyDirectoryBuckets",
+    ("s3control", "list_access_points"): "s3:ListAccessPoints",
+    ("servicequotas", "get_service_quota"): "servicequotas:GetServiceQuota",
+    ("servicequotas", "get_aws_default_service_quota"): "servicequotas:GetAWSDefaultServiceQuota",
+    ("servicequotas", "list_service_quotas"): "servicequotas:ListServiceQuotas",
+    ("sts", "assume_role"): "sts:AssumeRole",
+    ("sts", "get_caller_identity"): "sts:GetCallerIdentity",
+}
+
+# "No permissions are required to perform this operation", and an explicit deny does
+# not stop it: granting it would change nothing, so no policy lists it.
+NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}
+
+# Called by the exporter's own identity to reach a target account, so granted by
+# assume-role-policy.json and never by a reader policy.
+SOURCE_IDENTITY_ACTIONS = {"sts:AssumeRole"}
+
+# Actions called from common/ only for some quotas: the limit resolver asks Service
+# Quotas only for a QuotaSpec with `in_service_quotas: true`, and reads resource-level
+# values only when it also has `resource_level: true`. Any other action called from
+# common/ is needed by every exporter.
+COMMON_ONLY_IF = {
+    "servicequotas:GetServiceQuota": ("in_service_quotas",),
+    "servicequotas:GetAWSDefaultServiceQuota": ("in_service_quotas",),
+    "servicequotas:ListServiceQuotas": ("in_service_quotas", "resource_level"),
+}
+
+# Actions that act on one resource and are scoped to its ARN (in any partition); every
+# other action must have Resource "*" (it supports no resource-level permission, or is
+# a listing that is not a request on one resource ARN).
+SCOPED_RESOURCES = {
+    "ecr:ListImages": "arn:*:ecr:*:*:repository/*",
+    "ecr:GetLifecyclePolicy": "arn:*:ecr:*:*:repository/*",
+    "sts:AssumeRole": "arn:*:iam::*:role/headroom-reader",
+}
+
+# The optional collector's action lives alone in a statement with this Sid, so that it
+# can be left out (the Terraform module does so by this Sid).
+OPTIONAL_STATEMENTS = {"OptionalCollectorEcrLifecyclePolicies": {"ecr:GetLifecyclePolicy"}}
+
+ACTION_RE = re.compile(r"`([a-z0-9-]+:[A-Za-z0-9*]+)`")
+JSON_ACTION_RE = re.compile(r'"([a-z0-9-]+:[A-Za-z0-9*]+)"')
+
+
+# --- reading Rust --------------------------------------------------------------------
+
+
+def strip_rust(src: str) -> str:
+    """The source with comments and the contents of string and char literals blanked
+    out (newlines kept, so offsets and line numbers stay)."""
+    out = list(src)
+    i, n = 0, len(src)
+
+    def blank(a: int, b: int) -> None:
+        for k in range(a, min(b, n)):
+            if out[k] != "\n":
+                out[k] = " "
+
+    while i < n:
+        c = src[i]
+        if src.startswith("//", i):
+            j = src.find("\n", i)
+            j = n if j < 0 else j
+            blank(i, j)
+            i = j
+        elif src.startswith("/*", i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if src.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif src.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            blank(i, j)
+            i = j
+        elif (m := re.compile(r'b?r(#*)"').match(src, i)) and (i == 0 or not (src[i - 1].isalnum() or src[i - 1] == "_")):
+            end = src.find('"' + m.group(1), m.end())
+            end = n if end < 0 else end
+            blank(m.end(), end)
+            i = end + 1 + len(m.group(1))
+        elif c == '"':
+            j = i + 1
+            while j < n and src[j] != '"':
+                j += 2 if src[j] == "\\" else 1
+            blank(i + 1, j)
+            i = j + 1
+        elif c == "'":
+            # A char literal ('x', '\n', '\''), or a lifetime ('a), which stays.
+            if i + 1 < n and src[i + 1] == "\\":
+                j = src.find("'", i + 3)
+                blank(i + 1, j)
+                i = j + 1
+            elif i + 2 < n and src[i + 2] == "'":
+                blank(i + 1, i + 2)
+                i += 3
+            else:
+                i += 1
+        else:
+            i += 1
+    return "".join(out)
+
+
+def strip_test_modules(src: str) -> str:
+    """Blanks `#[cfg(test)] mod ... { ... }`: unit tests are not what the exporter calls."""
+    out = src
+    for m in re.finditer(r"#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+\w+\s*\{", src):
+        depth, j = 1, m.end()
+        while j < len(src) and depth:
+            depth += {"{": 1, "}": -1}.get(src[j], 0)
+            j += 1
+        out = out[: m.start()] + re.sub(r"[^\n]", " ", src[m.start() : j]) + out[j:]
+    return out
+
+
+def rust_sources(crate_dir: Path) -> dict[Path, str]:
+    files = sorted((crate_dir / "src").rglob("*.rs"))
+    assert files, f"no Rust sources under {crate_dir / 'src'}"
+    return {f: strip_test_modules(strip_rust(f.read_text())) for f in files}
+
+
+def _back(src: str, i: int) -> int:
+    while i >= 0 and src[i].isspace():
+        i -= 1
+    return i
+
+
+def _ident_back(src: str, end: int) -> int:
+    """Start of the identifier that ends at `end` (inclusive)."""
+    i = end
+    while i >= 0 and (src[i].isalnum() or src[i] == "_"):
+        i -= 1
+    return i + 1
+
+
+def send_chain(src: str, dot: int) -> tuple[list[str], str | None]:
+    """Walks back from the `.` of `.send()` over `.method(args)` calls. Returns the
+    method names, first call first, and the receiver's identifier (None when the chain
+    does not start at a plain identifier or field)."""
+    calls: list[str] = []
+    i = dot
+    while True:
+        j = _back(src, i - 1)
+        while j >= 0 and src[j] == "?":
+            j = _back(src, j - 1)
+        if j < 0:
+            return calls[::-1], None
+        if src[j] == ")":
+            depth, k = 0, j
+            while k >= 0:
+                depth += {")": 1, "(": -1}.get(src[k], 0)
+                if depth == 0:
+                    break
+                k -= 1
+            end = _back(src, k - 1)
+            start = _ident_back(src, end)
+            if start > end:
+                return calls[::-1], None
+            calls.append(src[start : end + 1])
+            p = _back(src, start - 1)
+            if p >= 0 and src[p] == ".":
+                i = p
+                continue
+            return calls[::-1], None  # a free function call: no client receiver
+        start = _ident_back(src, j)
+        if start > j:
+            return calls[::-1], None
+        return calls[::-1], src[start : j + 1]
+
+
+def client_crate(src: str, ident: str, at: int) -> str | None:
+    """The SDK crate of `ident`'s nearest typed declaration before `at` (else the only
+    one in the file): `ident: &aws_sdk_x::Client`, `ident = f::<aws_sdk_x::Client>(...)`."""
+    decl = re.compile(rf"\b{re.escape(ident)}\s*[:=][^;(){{}},]*?\baws_sdk_(\w+)::Client\b")
+    found = [(m.start(), m.group(1)) for m in decl.finditer(src)]
+    before = [c for pos, c in found if pos < at]
+    if before:
+        return before[-1]
+    crates = {c for _, c in found}
+    return crates.pop() if len(crates) == 1 else None
+
+
+@dataclass(frozen=True)
+class Call:
+    crate: str
+    operation: str
+    where: str
+
+
+PASS_THROUGH = {"clone", "as_ref", "borrow", "to_owned"}
+
+
+def find_calls(src: str, where: str) -> tuple[list[Call], list[str]]:
+    """The SDK calls of one stripped source file, and what could not be understood."""
+    calls, problems = [], []
+    for m in re.finditer(r"\.\s*send_with\s*\(", src):
+        line = src.count("\n", 0, m.start()) + 1
+        problems.append(f"{where}:{line}: `send_with` is not understood by this test; write `client.<operation>()...send()`")
+    for m in re.finditer(r"\.\s*send\s*\(\s*\)", src):
+        line = src.count("\n", 0, m.start()) + 1
+        chain, receiver = send_chain(src, m.start())
+        while chain and chain[0] in PASS_THROUGH:
+            chain = chain[1:]
+        if not chain or receiver is None:
+            problems.append(
+                f"{where}:{line}: cannot tell which SDK operation this `.send()` sends; "
+                "write it as one chain on a client variable: `client.<operation>()...send()`"
+            )
+            continue
+        crate = client_crate(src, receiver, m.start())
+        if crate is None:
+            problems.append(
+                f"{where}:{line}: cannot tell which SDK client `{receiver}` is; give it a type "
+                "(`let client: aws_sdk_<service>::Client = target.client();`)"
+            )
+            continue
+        calls.append(Call(crate, chain[0], f"{where}:{line}"))
+    return calls, problems
+
+
+def sdk_calls(crate_dir: Path) -> list[Call]:
+    calls, problems = [], []
+    for path, src in rust_sources(crate_dir).items():
+        c, p = find_calls(src, str(path.relative_to(ROOT)))
+        calls += c
+        problems += p
+    assert not problems, "\n".join(problems)
+    return calls
+
+
+def action_of(call: Call) -> str:
+    key = (call.crate, call.operation)
+    assert key in OPERATIONS, (
+        f"{call.where}: aws_sdk_{call.crate} operation `{call.operation}` is not in OPERATIONS "
+        "in tests/test_iam.py. Look up its IAM action in the AWS Service Authorization "
+        "Reference, add it to that table, and grant it in the exporter's policy in deploy/iam/ "
+        "and in the README's IAM permissions section."
+    )
+    return OPERATIONS[key]
+
+
+# --- what each exporter needs ----------------------------------------------------------
+
+
+def exporter_crates() -> dict[str, Path]:
+    crates = {p.name: p for p in sorted((ROOT / "exporters").iterdir()) if (p / "Cargo.toml").exists()}
+    assert crates, "no exporter crates found"
+    return crates
+
+
+EXPORTERS = sorted(exporter_crates())
+
+
+def policy_path(exporter: str) -> Path:
+    return IAM_DIR / f"{exporter}-quota-exporter.json"
+
+
+def quota_specs(crate_dir: Path) -> list[dict[str, bool]]:
+    """The flags of every `QuotaSpec { ... }` literal of an exporter crate."""
+    specs = []
+    for path, src in rust_sources(crate_dir).items():
+        for m in re.finditer(r"(?<![\w])QuotaSpec\s*\{", src):
+            if re.search(r"\b(struct|impl|for)\s*$", src[: m.start()]):
+                continue
+            depth, j = 1, m.end()
+            while depth:
+                depth += {"{": 1, "}": -1}.get(src[j], 0)
+                j += 1
+            body = src[m.end() : j]
+            flags = {}
+            for flag in ("in_service_quotas", "resource_level"):
+                f = re.search(rf"\b{flag}\s*:\s*(true|false)\b", body)
+                assert f, f"{path.relative_to(ROOT)}: a QuotaSpec without an explicit `{flag}`; this test reads it"
+                flags[flag] = f.group(1) == "true"
+            specs.append(flags)
+    return specs
+
+
+def needed_actions(exporter: str) -> tuple[set[str], set[str]]:
+    """(what the reader policy must grant, what the exporter's own identity must be
+    granted) for one exporter: its crate's calls plus those of common/."""
+    crate = exporter_crates()[exporter]
+    reader, source = set(), set()
+    own = [action_of(c) for c in sdk_calls(crate)]
+    common = [action_of(c) for c in sdk_calls(ROOT / "common")]
+    specs = quota_specs(crate)
+    for action in own + common:
+        if action in NEEDS_NO_PERMISSION:
+            continue
+        if action in SOURCE_IDENTITY_ACTIONS:
+            source.add(action)
+        elif action in own or common_needed(action, specs):
+            reader.add(action)
+    return reader, source
+
+
+def common_needed(action: str, specs: list[dict[str, bool]]) -> bool:
+    """Whether an action called from common/ is needed by an exporter with these quotas."""
+    flags = COMMON_ONLY_IF.get(action)
+    if flags is None:
+        return True
+    return any(all(s[f] for f in flags) for s in specs)
+
+
+# --- reading policies ------------------------------------------------------------------
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def as_list(v) -> list:
+    return v if isinstance(v, list) else [v]
+
+
+def policy_actions(doc: dict) -> set[str]:
+    return {a for s in doc["Statement"] for a in as_list(s["Action"])}
+
+
+# --- tests -------------------------------------------------------------------------------
+
+
+def test_the_scanner_sees_the_calls_it_must():
+    """Every `.send()` is read as a call, and every operation in OPERATIONS is still
+    called (so a scanner gone blind, or a stale table entry, fails here)."""
+    calls = sdk_calls(ROOT / "common") + [c for e in EXPORTERS for c in sdk_calls(exporter_crates()[e])]
+    found = {(c.crate, c.operation) for c in calls}
+    sends = sum(
+        len(re.findall(r"\.\s*send\s*\(\s*\)", src))
+        for d in [ROOT / "common", *exporter_crates().values()]
+        for src in rust_sources(d).values()
+    )
+    assert len(calls) == sends
+    unused = set(OPERATIONS) - found
+    assert not unused, f"OPERATIONS lists operations the code no longer calls: {sorted(unused)}; remove them and their permissions"
+
+
+def test_the_scanner_reads_chains_and_client_types():
+    src = strip_rust(
+        "struct P { sts: aws_sdk_sts::Client }\n"
+        "fn f(client: &aws_sdk_ecr::Client) {\n"
+        "    // client.delete_repository().send()\n"
+        "    let q = '\"';\n"
+        "    let r = client\n        .list_images()\n        .repository_name(\"x.send()\")\n        .send();\n"
+        "    let c: aws_sdk_s3control::Client = t.client();\n"
+        "    c.clone().list_access_points().account_id(&a).send().await?;\n"
+        "    self.sts.assume_role().role_arn(&self.arn).send();\n"
+        "    let req = c.list_access_points();\n"
+        "    req.send();\n"
+        "    let other = make();\n"
+        "    other.get_things().send();\n"
+        "}\n"
+        "#[cfg(test)]\nmod tests {\n    fn t(client: &aws_sdk_ssm::Client) { client.delete_parameter().send(); }\n}\n"
+    )
+    calls, problems = find_calls(strip_test_modules(src), "x.rs")
+    assert [(c.crate, c.operation, c.where) for c in calls] == [
+        ("ecr", "list_images", "x.rs:8"),
+        ("s3control", "list_access_points", "x.rs:10"),
+        ("sts", "assume_role", "x.rs:11"),
+    ]
+    assert len(problems) == 2
+    assert problems[0].startswith("x.rs:13: cannot tell which SDK operation")
+    assert problems[1].startswith("x.rs:15: cannot tell which SDK client `other`")
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_policy_grants_exactly_what_the_exporter_calls(exporter: str):
+    path = policy_path(exporter)
+    assert path.exists(), f"exporter crate exporters/{exporter} has no policy {path.relative_to(ROOT)}"
+    reader, _ = needed_actions(exporter)
+    granted = policy_actions(load(path))
+    missing, extra = sorted(reader - granted), sorted(granted - reader)
+    assert not missing and not extra, (
+        f"{path.relative_to(ROOT)}: the code calls actions the policy does not grant: {missing}; "
+        f"the policy grants actions the code never calls: {extra}"
+    )
+
+
+def test_assume_role_policy_grants_what_the_exporters_own_identity_calls():
+    source = set().union(*(needed_actions(e)[1] for e in EXPORTERS))
+    granted = policy_actions(load(IAM_DIR / "assume-role-policy.json"))
+    assert granted == source
+
+
+def test_every_policy_file_is_a_valid_identity_policy():
+    files = sorted(IAM_DIR.glob("*.json"))
+    assert {f.name for f in files} == {policy_path(e).name for e in EXPORTERS} | {"assume-role-policy.json", "trust-policy.json"}
+    for f in files:
+        doc = load(f)
+        assert doc.get("Version") == "2012-10-17", f.name
+        assert isinstance(doc.get("Statement"), list) and doc["Statement"], f.name
+        sids = [s.get("Sid") for s in doc["Statement"]]
+        assert all(isinstance(s, str) and re.fullmatch(r"[A-Za-z0-9]+", s) for s in sids), (f.name, sids)
+        assert len(set(sids)) == len(sids), (f.name, sids)
+        for s in doc["Statement"]:
+            assert s["Effect"] == "Allow", (f.name, s)
+            actions = as_list(s["Action"])
+            assert actions and all(JSON_ACTION_RE.fullmatch(f'"{a}"') and "*" not in a for a in actions), (f.name, s)
+            if f.name == "trust-policy.json":
+                continue
+            assert set(s) <= {"Sid", "Effect", "Action", "Resource"}, (f.name, s)
+            for a in actions:
+                want = SCOPED_RESOURCES.get(a, "*")
+                assert s["Resource"] == want, f"{f.name} {s['Sid']}: {a} should have Resource {want!r}"
+
+
+def test_optional_collectors_have_their_own_statement():
+    for exporter in EXPORTERS:
+        for s in load(policy_path(exporter))["Statement"]:
+            actions = set(as_list(s["Action"]))
+            for sid, optional in OPTIONAL_STATEMENTS.items():
+                if actions & optional:
+                    assert s["Sid"] == sid and actions == optional, (exporter, s)
+
+
+def test_trust_policy_trusts_the_exporter_role_with_an_external_id():
+    [s] = load(IAM_DIR / "trust-policy.json")["Statement"]
+    assert s["Effect"] == "Allow" and s["Action"] == "sts:AssumeRole"
+    assert s["Principal"] == {"AWS": "arn:aws:iam::111111111111:role/headroom-exporter"}
+    assert list(s["Condition"]) == ["StringEquals"] and list(s["Condition"]["StringEquals"]) == ["sts:ExternalId"]
+
+
+# --- the README ----------------------------------------------------------------------------
+
+
+def readme_iam_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"^### IAM permissions\n(.*?)(?=^#{1,3} |\Z)", text, re.M | re.S)
+    assert m, "README.md has no '### IAM permissions' section"
+    return m.group(1)
+
+
+def readme_table() -> dict[str, set[str]]:
+    """Actions by exporter binary name, from the section's table (`all` rows go to every
+    exporter)."""
+    rows = [l for l in readme_iam_section().splitlines() if l.startswith("|")]
+    assert len(rows) > 2, "the IAM permissions section has no table"
+    by_exporter: dict[str, set[str]] = {f"{e}_quota_exporter": set() for e in EXPORTERS}
+    for row in rows[2:]:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        who = re.findall(r"`(\w+_quota_exporter)`", cells[0])
+        if cells[0] == "all":
+            who = list(by_exporter)
+        assert who, f"README IAM table row names no exporter: {row}"
+        for w in who:
+            assert w in by_exporter, f"README IAM table names an unknown exporter: {w}"
+            by_exporter[w] |= set(ACTION_RE.findall(cells[1]))
+    return by_exporter
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_readme_table_lists_exactly_the_policies_actions(exporter: str):
+    listed = readme_table()[f"{exporter}_quota_exporter"]
+    want = policy_actions(load(policy_path(exporter))) | policy_actions(load(IAM_DIR / "assume-role-policy.json"))
+    hint = (
+        f"; {sorted(listed & NEEDS_NO_PERMISSION)} need no permission: mention them below the table, not in it"
+        if listed & NEEDS_NO_PERMISSION else ""
+    )
+    assert listed == want, (
+        f"README.md 'IAM permissions' table for {exporter}_quota_exporter lists {sorted(listed)}, "
+        f"but deploy/iam grants {sorted(want)}: missing {sorted(want - listed)}, extra {sorted(listed - want)}{hint}"
+    )
+
+
+def test_readme_json_example_grants_what_the_policies_grant():
+    blocks = re.findall(r"```json\n(.*?)```", readme_iam_section(), re.S)
+    reader = set().union(*(policy_actions(load(policy_path(e))) for e in EXPORTERS))
+    source = policy_actions(load(IAM_DIR / "assume-role-policy.json"))
+    for block in blocks:
+        json.loads(block)
+    listed = {a for b in blocks for a in JSON_ACTION_RE.findall(b)} - {"sts:ExternalId"}
+    assert not blocks or listed - source == reader, (
+        f"README.md 'IAM permissions' JSON example grants {sorted(listed)}; deploy/iam grants "
+        f"{sorted(reader)}: missing {sorted(reader - listed)}, extra {sorted(listed - source - reader)}"
+    )
+
+
+# --- Terraform -------------------------------------------------------------------------------
+
+
+def tf_files() -> list[Path]:
+    files = sorted(TF_DIR.rglob("*.tf"))
+    assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf"} <= {f.name for f in files if f.parent == MODULE_DIR}
+    return files
+
+
+def test_terraform_reads_the_policy_files_and_names_no_read_action():
+    main = (MODULE_DIR / "main.tf").read_text()
+    for e in EXPORTERS:
+        assert f'"${{path.module}}/../../iam/{policy_path(e).name}"' in main, f"main.tf does not read {policy_path(e).name}"
+        assert (MODULE_DIR / "../../iam" / policy_path(e).name).resolve() == policy_path(e)
+    prefixes = sorted({a.split(":")[0] for e in EXPORTERS for a in policy_actions(load(policy_path(e)))})
+    inlined = re.compile(rf'"({"|".join(map(re.escape, prefixes))}):[A-Za-z*]')
+    for f in tf_files():
+        m = inlined.search(f.read_text())
+        assert not m, f"{f.relative_to(ROOT)} names the action {m.group(0)}…; grant it in deploy/iam/ instead"
+    # The module leaves the optional statement out by its Sid: the two must agree.
+    assert re.findall(r'ecr_lifecycle_sid\s*=\s*"([^"]*)"', main) == list(OPTIONAL_STATEMENTS)
+    assert set(OPTIONAL_STATEMENTS) <= {s["Sid"] for s in load(policy_path("ecr"))["Statement"]}
+
+
+def test_terraform_parses():
+    import hcl2  # python-hcl2, pinned in testserver/requirements.txt
+
+    parsed = {f.name: hcl2.loads(f.read_text()) for f in tf_files() if f.parent == MODULE_DIR}
+    variables = {k.strip('"') for v in parsed["variables.tf"]["variable"] for k in v}
+    assert {"exporter_role_arn", "external_id", "exporters"} <= variables
+    aws = parsed["versions.tf"]["terraform"][0]["required_providers"][0]["aws"]
+    assert aws["source"].strip('"') == "hashicorp/aws"
+    assert re.fullmatch(r">=\s*5(\.\d+)*", aws["version"].strip('"'))
+    for readme in sorted(TF_DIR.rglob("README.md")):
+        for block in re.findall(r"```hcl\n(.*?)```", readme.read_text(), re.S):
+            hcl2.loads(block)
