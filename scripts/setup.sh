@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need on a fresh machine:
-#   - Debian: prometheus (for promtool and a real Prometheus server)
+#   - Debian: prometheus (for promtool and a real Prometheus server), chromium (for
+#     the landing page in a real headless browser)
 #   - a Python virtualenv in .venv with the pinned test server and test runner
 #   - helm and kubectl in .test-tools/bin for the Helm chart tests
 # Safe to run again: it skips what is already there.
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   SUDO=""
