@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: the local AWS test server seeded with sample data (two accounts, two
 # regions; one account close to its standard-parameter limit, one repository close to
-# its image limit, an account with many buckets), and the three exporters against it.
+# its image limit, an account with many buckets), the three exporters against it, and
+# a Prometheus that scrapes them with the project's alert rules.
 # Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,10 +11,16 @@ AWS_PORT=${AWS_PORT:-4566}
 SSM_PORT=${SSM_PORT:-9810}
 ECR_PORT=${ECR_PORT:-9811}
 S3_PORT=${S3_PORT:-9812}
+PROM_PORT=${PROM_PORT:-9090}
 
 scripts/setup.sh
-echo "demo: building the exporters (the first build takes a few minutes)"
-cargo build --locked --workspace --bins
+if [ -n "${HEADROOM_BIN_DIR:-}" ]; then
+  bin=$HEADROOM_BIN_DIR  # binaries built already (the test suite runs the demo this way)
+else
+  echo "demo: building the exporters (the first build takes a few minutes)"
+  cargo build --locked --workspace --bins
+  bin=target/debug
+fi
 
 pids=()
 cleanup() {
@@ -35,7 +42,7 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$AWS_PORT" AWS_ACCESS_KEY_ID=demo AWS_
   AWS_REGION=eu-west-1 AWS_EC2_METADATA_DISABLED=true
 for exp in ssm:$SSM_PORT ecr:$ECR_PORT s3:$S3_PORT; do
   name=${exp%%:*}; port=${exp##*:}
-  target/debug/${name}_quota_exporter --config.file=examples/demo.yml --web.listen-address="127.0.0.1:$port" 2>"$logdir/$name.log" &
+  "$bin/${name}_quota_exporter" --config.file=examples/demo.yml --web.listen-address="127.0.0.1:$port" 2>"$logdir/$name.log" &
   pids+=($!)
 done
 for port in $SSM_PORT $ECR_PORT $S3_PORT; do
@@ -45,6 +52,25 @@ for port in $SSM_PORT $ECR_PORT $S3_PORT; do
   done
 done
 
+# Prometheus with the rules of alerts/ (not their unit tests), scraping every 5s.
+mkdir -p "$logdir/prometheus"
+{
+  echo "global: {scrape_interval: 5s, evaluation_interval: 5s}"
+  echo "rule_files:"
+  for f in alerts/*.yml; do case "$f" in *.test.yml) ;; *) echo "  - $PWD/$f" ;; esac; done
+  echo "scrape_configs:"
+  for exp in ssm:$SSM_PORT ecr:$ECR_PORT s3:$S3_PORT; do
+    echo "  - {job_name: ${exp%%:*}, static_configs: [{targets: ['127.0.0.1:${exp##*:}']}]}"
+  done
+} >"$logdir/prometheus.yml"
+prometheus --config.file="$logdir/prometheus.yml" --storage.tsdb.path="$logdir/prometheus" \
+  --web.listen-address="127.0.0.1:$PROM_PORT" >"$logdir/prometheus.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 150); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PROM_PORT/-/ready")" = 200 ] && break
+  sleep 0.2
+done
+
 cat <<TXT
 
 headroom demo is running (logs in $logdir)
@@ -52,10 +78,20 @@ headroom demo is running (logs in $logdir)
   ssm_quota_exporter     http://127.0.0.1:$SSM_PORT/metrics
   ecr_quota_exporter     http://127.0.0.1:$ECR_PORT/metrics
   s3_quota_exporter      http://127.0.0.1:$S3_PORT/metrics
+  Prometheus             http://127.0.0.1:$PROM_PORT/alerts  (alert rules: alerts/headroom.rules.yml)
 
 Usage against limits (the fullest first):
 TXT
 for port in $SSM_PORT $ECR_PORT $S3_PORT; do curl -s "http://127.0.0.1:$port/metrics"; done | .venv/bin/python scripts/top_quotas.py 12
+echo
+# The quota alerts wait 15 minutes before firing; they are pending within seconds.
+for _ in $(seq 1 60); do
+  curl -s "http://127.0.0.1:$PROM_PORT/api/v1/alerts" | grep -q AwsQuotaAlmostFull && break
+  sleep 1
+done
+sleep 6  # one more rule evaluation, so every target's alerts are in
+echo "Alerts in Prometheus (pending for 15m before they fire; the watchdog always fires):"
+curl -s "http://127.0.0.1:$PROM_PORT/api/v1/alerts" | .venv/bin/python scripts/show_alerts.py
 echo
 echo "Press Ctrl-C to stop."
 wait

@@ -1,0 +1,86 @@
+"""The README's demo command, as a newcomer runs it: scripts/demo.sh starts the test
+server, the three exporters and a Prometheus with the alert rules, prints the URLs,
+the fullest quotas and the alerts, and Ctrl-C stops everything it started. It uses the
+suite's build (HEADROOM_BIN_DIR) instead of building again."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import requests
+
+from conftest import BIN_DIR, ROOT, free_port
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_demo_shows_quotas_and_alerts_and_ctrl_c_stops_it():
+    ports = {name: free_port() for name in ("AWS_PORT", "SSM_PORT", "ECR_PORT", "S3_PORT", "PROM_PORT")}
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "HEADROOM_BIN_DIR": str(BIN_DIR)}
+    proc = subprocess.Popen(
+        ["scripts/demo.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own process group, as in a terminal
+        # A shell in a terminal gets Ctrl-C; when this suite itself runs in the
+        # background, SIGINT would be inherited as ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    output = ""
+    try:
+        deadline = time.monotonic() + 300
+        while "Press Ctrl-C to stop." not in output:
+            assert time.monotonic() < deadline, f"the demo did not come up:\n{output}"
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            assert line is not None, f"the demo exited with {proc.wait()}:\n{output}"
+            output += line
+        # The URLs, and every service really there.
+        for name in ("SSM_PORT", "ECR_PORT", "S3_PORT"):
+            assert f"http://127.0.0.1:{ports[name]}/metrics" in output
+            assert requests.get(f"http://127.0.0.1:{ports[name]}/readyz", timeout=5).status_code == 200
+        assert f"http://127.0.0.1:{ports['PROM_PORT']}/alerts" in output
+        # The sample data's fullest quotas, as the README describes them.
+        quotas = output.split("Usage against limits")[1].split("Alerts in Prometheus")[0]
+        rows = quotas.splitlines()
+        assert any("96.1%" in r and "Standard parameters" in r for r in rows), quotas
+        assert any("95.0%" in r and "Images per repository (payments/api)" in r for r in rows), quotas
+        assert any("91.5%" in r and "General purpose buckets" in r for r in rows), quotas
+        # The rules are loaded: the almost-full alert waits on those quotas, the
+        # watchdog fires.
+        alerts = output.split("Alerts in Prometheus")[1]
+        assert "AwsQuotaAlmostFull" in alerts and "critical" in alerts, alerts
+        assert "firing   AwsQuotaWatchdog" in alerts, alerts
+    finally:
+        # Ctrl-C in the terminal: SIGINT to the whole process group.
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert code in (0, 130), f"exit {code}:\n{output}"
+    deadline = time.monotonic() + 10
+    while any(listening(p) for p in ports.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    still = [name for name, p in ports.items() if listening(p)]
+    assert still == [], f"still listening after Ctrl-C: {still}"
