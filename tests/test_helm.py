@@ -306,6 +306,16 @@ def test_schema_rejects_unquoted_account_ids_and_unknown_keys(tmp_path: Path):
     assert r.returncode != 0 and "prot" in r.stderr, r.stderr
 
 
+def test_schema_rejects_probe_settings_kubernetes_rejects():
+    # The API server refuses a liveness successThreshold other than 1 and a readiness
+    # terminationGracePeriodSeconds: say so at `helm install`, not at apply time.
+    for bad in ("livenessProbe.successThreshold=2", "readinessProbe.terminationGracePeriodSeconds=30"):
+        r = helm("template", RELEASE, str(CHART), "--set", bad, check=False)
+        assert r.returncode != 0 and bad.split(".")[1].split("=")[0] in r.stderr, (bad, r.stderr)
+    for good in ("livenessProbe.successThreshold=1", "readinessProbe.successThreshold=2", "livenessProbe.terminationGracePeriodSeconds=30"):
+        helm("template", RELEASE, str(CHART), "--set", good)
+
+
 def test_config_change_rolls_only_that_exporter():
     def checksums(docs: list[dict]) -> dict[str, str]:
         return {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"] for d in find(docs, "Deployment")}

@@ -52,6 +52,11 @@ NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}
 # assume-role-policy.json and never by a reader policy.
 SOURCE_IDENTITY_ACTIONS = {"sts:AssumeRole"}
 
+# Actions a call needs besides its own: with EKS Pod Identity the exporter's session
+# carries transitive session tags, which AssumeRole passes on, and passing session tags
+# needs sts:TagSession from the caller and in the target role's trust policy.
+IMPLIED_ACTIONS = {"sts:AssumeRole": {"sts:TagSession"}}
+
 # Actions called from common/ only for some quotas: the limit resolver asks Service
 # Quotas only for a QuotaSpec with `in_service_quotas: true`, and reads resource-level
 # values only when it also has `resource_level: true`. Any other action called from
@@ -69,6 +74,7 @@ SCOPED_RESOURCES = {
     "ecr:ListImages": "arn:*:ecr:*:*:repository/*",
     "ecr:GetLifecyclePolicy": "arn:*:ecr:*:*:repository/*",
     "sts:AssumeRole": "arn:*:iam::*:role/headroom-reader",
+    "sts:TagSession": "arn:*:iam::*:role/headroom-reader",
 }
 
 # The optional collector's action lives alone in a statement with this Sid, so that it
@@ -415,6 +421,7 @@ def test_policy_grants_exactly_what_the_exporter_calls(exporter: str):
 
 def test_assume_role_policy_grants_what_the_exporters_own_identity_calls():
     source = set().union(*(needed_actions(e)[1] for e in EXPORTERS))
+    source |= set().union(*(IMPLIED_ACTIONS.get(a, set()) for a in source))
     granted = policy_actions(load(IAM_DIR / "assume-role-policy.json"))
     assert granted == source
 
@@ -452,7 +459,7 @@ def test_optional_collectors_have_their_own_statement():
 
 def test_trust_policy_trusts_the_exporter_role_with_an_external_id():
     [s] = load(IAM_DIR / "trust-policy.json")["Statement"]
-    assert s["Effect"] == "Allow" and s["Action"] == "sts:AssumeRole"
+    assert s["Effect"] == "Allow" and sorted(as_list(s["Action"])) == sorted({"sts:AssumeRole"} | IMPLIED_ACTIONS["sts:AssumeRole"])
     assert s["Principal"] == {"AWS": "arn:aws:iam::111111111111:role/headroom-exporter"}
     assert list(s["Condition"]) == ["StringEquals"] and list(s["Condition"]["StringEquals"]) == ["sts:ExternalId"]
 

@@ -33,7 +33,9 @@ data "aws_iam_policy_document" "trust" {
   statement {
     sid     = "HeadroomExporterAssumesThisRole"
     effect  = "Allow"
-    actions = ["sts:AssumeRole"]
+    # TagSession: with EKS Pod Identity the exporter's session carries transitive
+    # session tags, which AssumeRole passes on to this role's session.
+    actions = ["sts:AssumeRole", "sts:TagSession"]
 
     principals {
       type        = "AWS"
