@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +21,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(os.environ.get("HEADROOM_BIN_DIR", ROOT / "target" / "debug"))
+# The rule files Prometheus loads: alerts/*.yml without their promtool unit tests.
+RULE_FILES = sorted(p for p in (ROOT / "alerts").glob("*.yml") if not p.name.endswith(".test.yml"))
+
+
+def promtool(*args: str, cwd: Path | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+    """Runs promtool (Debian's prometheus package, installed by scripts/setup.sh)."""
+    binary = shutil.which("promtool")
+    assert binary, "promtool is not installed: run scripts/setup.sh"
+    return subprocess.run([binary, *args], cwd=cwd, input=input, capture_output=True, text=True, timeout=600)
 ACCOUNT_A = "123456789012"  # the test server's default account (base credentials)
 ACCOUNT_B = "111111111111"  # reached by assuming a role
 ROLE_B = f"arn:aws:iam::{ACCOUNT_B}:role/headroom-reader"

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-from conftest import ACCOUNT_B, ROLE_B
+from conftest import ACCOUNT_B, ROLE_B, promtool
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -36,9 +34,7 @@ def check_golden(name: str, text: str) -> None:
 
 
 def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing: run scripts/setup.sh"
-    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    r = promtool("check", "metrics", input=text)
     assert r.returncode == 0, f"promtool check metrics: {r.stdout}{r.stderr}"
 
 

@@ -9,7 +9,6 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN_DIR, ROOT
+from conftest import BIN_DIR, ROOT, RULE_FILES, promtool
 
 HELM = ROOT / ".test-tools" / "bin" / "helm"
 CHART = ROOT / "charts" / "headroom"
@@ -26,7 +25,6 @@ MULTI = CHART / "ci" / "multi-account-values.yaml"
 VALUES_FILES = {"default": None, "multi-account": MULTI}
 ALERTS = ROOT / "alerts"
 DASHBOARDS = ROOT / "dashboards"
-RULE_FILES = sorted(p for p in ALERTS.glob("*.yml") if not p.name.endswith(".test.yml"))
 EXPORTERS = {"ssm": 9810, "ecr": 9811, "s3": 9812}  # default ports, as in the README
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 # The oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest
@@ -200,9 +198,7 @@ def test_prometheus_rule_is_the_rule_file_and_passes_promtool(tmp_path: Path):
     assert expected and rule["spec"]["groups"] == expected
     path = tmp_path / "rendered.rules.yml"
     path.write_text(yaml.safe_dump(rule["spec"]))
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing: run scripts/setup.sh"
-    r = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    r = promtool("check", "rules", str(path))
     assert r.returncode == 0, r.stdout + r.stderr
     # Every rule of the file arrived, the unit tests' file did not.
     assert f"SUCCESS: {sum(len(g['rules']) for g in expected)} rules found" in r.stdout, r.stdout

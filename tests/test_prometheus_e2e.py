@@ -20,10 +20,9 @@ import pytest
 import requests
 import yaml
 
-from conftest import ACCOUNT_A, ACCOUNT_B, ROLE_B, AwsServer, Exporter, fast_retries, free_port, terminate, wait_until
+from conftest import ACCOUNT_A, ACCOUNT_B, ROLE_B, RULE_FILES, AwsServer, Exporter, fast_retries, free_port, terminate, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-RULE_FILES = sorted(p for p in (ROOT / "alerts").glob("*.yml") if not p.name.endswith(".test.yml"))
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
 REGIONS = ["eu-west-1", "us-east-1"]
 RATIO_RULE = "quota:aws_quota_usage:ratio"

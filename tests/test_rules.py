@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT, RULE_FILES, promtool
+
 ALERTS = ROOT / "alerts"
-RULE_FILES = sorted(p for p in ALERTS.glob("*.yml") if not p.name.endswith(".test.yml"))
 TEST_FILES = sorted(ALERTS.glob("*.test.yml"))
 RUNBOOK = ROOT / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/headroom-exporters/headroom/blob/main/docs/runbook.md#"
 SEVERITIES = {"critical", "warning", "info", "none"}
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess:
-    binary = shutil.which("promtool")
-    assert binary, "promtool is not installed: run scripts/setup.sh"
-    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=600, cwd=ALERTS)
 
 
 def rules() -> list[dict]:
@@ -42,13 +34,13 @@ def test_there_are_rule_files_and_tests():
 
 
 def test_promtool_check_rules_is_clean():
-    r = promtool("check", "rules", *[p.name for p in RULE_FILES])
+    r = promtool("check", "rules", *[p.name for p in RULE_FILES], cwd=ALERTS)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout
 
 
 def test_promtool_unit_tests_pass():
-    r = promtool("test", "rules", *[p.name for p in TEST_FILES])
+    r = promtool("test", "rules", *[p.name for p in TEST_FILES], cwd=ALERTS)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -64,12 +56,11 @@ def test_promtool_unit_tests_catch_a_broken_rule(tmp_path):
     tests["tests"] = [t for t in tests["tests"] if t["name"] == "ratio and almost full"]
     assert tests["tests"]
     (tmp_path / "one.test.yml").write_text(yaml.safe_dump(tests))
-    binary = shutil.which("promtool")
     main.write_text(text)
-    r = subprocess.run([binary, "test", "rules", "one.test.yml"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    r = promtool("test", "rules", "one.test.yml", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     main.write_text(text.replace("quota:aws_quota_usage:ratio >= 0.80", "quota:aws_quota_usage:ratio >= 0.90"))
-    r = subprocess.run([binary, "test", "rules", "one.test.yml"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    r = promtool("test", "rules", "one.test.yml", cwd=tmp_path)
     assert r.returncode != 0, r.stdout
     assert "AwsQuotaAlmostFull" in r.stdout + r.stderr
 
@@ -109,3 +100,19 @@ def test_quota_alerts_describe_where_and_how_full():
         for label in ("account_id", "aws_region", "service_code", "quota_code", "quota_name", "resource"):
             assert f"$labels.{label}" in d, f"{rule['alert']}: description lacks {label}"
         assert "humanizePercentage" in d, rule["alert"]
+
+
+def test_throttling_alert_and_panels_match_every_code_the_exporter_counts_as_throttling():
+    """The exporter maps AWS error codes to labels in common/src/aws.rs; every code of its
+    throttling group must be caught by the alert's and the dashboards' matchers."""
+    source = (ROOT / "common" / "src" / "aws.rs").read_text()
+    block = source.split("// Throttling", 1)[1].split("//", 1)[0]
+    codes = re.findall(r'"(\w+)"', block)
+    assert "ThrottlingException" in codes and "SlowDown" in codes, codes
+    texts = [p.read_text() for p in RULE_FILES] + [p.read_text() for p in sorted((ROOT / "dashboards").glob("*.json"))]
+    matchers = {m for t in texts for m in re.findall(r'error_code=~\\?"([^"\\]+)\\?"', t)}
+    assert len(matchers) == 1, f"the throttling matchers differ: {matchers}"
+    [matcher] = matchers
+    missed = [c for c in codes if not re.fullmatch(matcher, c)]
+    assert missed == [], f"{matcher!r} misses throttling codes {missed}"
+    assert not re.fullmatch(matcher, "AccessDeniedException")
