@@ -37,9 +37,8 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("s3", "list_buckets"): "s3:ListAllMyBuckets",
     ("s3", "list_directory_buckets"): "s3express:ListAllMyDirectoryBuckets",
     ("s3control", "list_access_points"): "s3:ListAccessPoints",
-    ("servicequotas", "get_service_quota"): "servicequotas:GetServiceQuota",
-    ("servicequotas", "get_aws_default_service_quota"): "servicequotas:GetAWSDefaultServiceQuota",
     ("servicequotas", "list_service_quotas"): "servicequotas:ListServiceQuotas",
+    ("servicequotas", "list_aws_default_service_quotas"): "servicequotas:ListAWSDefaultServiceQuotas",
     ("sts", "assume_role"): "sts:AssumeRole",
     ("sts", "get_caller_identity"): "sts:GetCallerIdentity",
 }
@@ -58,13 +57,11 @@ SOURCE_IDENTITY_ACTIONS = {"sts:AssumeRole"}
 IMPLIED_ACTIONS = {"sts:AssumeRole": {"sts:TagSession"}}
 
 # Actions called from common/ only for some quotas: the limit resolver asks Service
-# Quotas only for a QuotaSpec with `in_service_quotas: true`, and reads resource-level
-# values only when it also has `resource_level: true`. Any other action called from
-# common/ is needed by every exporter.
+# Quotas only for a QuotaSpec made with `QuotaSpec::service_quota` (in_service_quotas).
+# Any other action called from common/ is needed by every exporter.
 COMMON_ONLY_IF = {
-    "servicequotas:GetServiceQuota": ("in_service_quotas",),
-    "servicequotas:GetAWSDefaultServiceQuota": ("in_service_quotas",),
-    "servicequotas:ListServiceQuotas": ("in_service_quotas", "resource_level"),
+    "servicequotas:ListServiceQuotas": ("in_service_quotas",),
+    "servicequotas:ListAWSDefaultServiceQuotas": ("in_service_quotas",),
 }
 
 # Actions that act on one resource and are scoped to its ARN (in any partition); every
@@ -299,23 +296,21 @@ def policy_path(exporter: str) -> Path:
 
 
 def quota_specs(crate_dir: Path) -> list[dict[str, bool]]:
-    """The flags of every `QuotaSpec { ... }` literal of an exporter crate."""
+    """The flags of every static quota spec of an exporter crate: `QuotaSpec::service_quota(...)`
+    is looked up in Service Quotas, `QuotaSpec::documented(...)` is not; `.per_resource()`
+    on the same expression marks resource-level values. A spec built any other way
+    (`discovered` at run time) counts as one that Service Quotas knows."""
     specs = []
     for path, src in rust_sources(crate_dir).items():
-        for m in re.finditer(r"(?<![\w])QuotaSpec\s*\{", src):
-            if re.search(r"\b(struct|impl|for)\s*$", src[: m.start()]):
-                continue
-            depth, j = 1, m.end()
-            while depth:
-                depth += {"{": 1, "}": -1}.get(src[j], 0)
-                j += 1
-            body = src[m.end() : j]
-            flags = {}
-            for flag in ("in_service_quotas", "resource_level"):
-                f = re.search(rf"\b{flag}\s*:\s*(true|false)\b", body)
-                assert f, f"{path.relative_to(ROOT)}: a QuotaSpec without an explicit `{flag}`; this test reads it"
-                flags[flag] = f.group(1) == "true"
-            specs.append(flags)
+        for m in re.finditer(r"\bQuotaSpec::(\w+)\s*\(", src):
+            kind = m.group(1)
+            assert kind in ("service_quota", "documented", "discovered"), f"{path.relative_to(ROOT)}: QuotaSpec::{kind} is not read by this test"
+            end = src.find(";", m.end())
+            expression = src[m.start() : end if end >= 0 else len(src)]
+            specs.append({"in_service_quotas": kind != "documented", "resource_level": ".per_resource()" in expression})
+        assert not re.search(r"(?<![\w:])QuotaSpec\s*\{", src.replace("pub struct QuotaSpec {", "")), (
+            f"{path.relative_to(ROOT)}: build quota specs with QuotaSpec::service_quota or ::documented; this test reads those"
+        )
     return specs
 
 

@@ -103,9 +103,9 @@ def test_quota_alerts_describe_where_and_how_full():
 
 
 def test_throttling_alert_and_panels_match_every_code_the_exporter_counts_as_throttling():
-    """The exporter maps AWS error codes to labels in common/src/aws.rs; every code of its
-    throttling group must be caught by the alert's and the dashboards' matchers."""
-    source = (ROOT / "common" / "src" / "aws.rs").read_text()
+    """The exporter maps AWS error codes to labels in common/src/api/error.rs; every code of
+    its throttling group must be caught by the alert's and the dashboards' matchers."""
+    source = (ROOT / "common" / "src" / "api" / "error.rs").read_text()
     block = source.split("// Throttling", 1)[1].split("//", 1)[0]
     codes = re.findall(r'"(\w+)"', block)
     assert "ThrottlingException" in codes and "SlowDown" in codes, codes

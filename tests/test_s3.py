@@ -46,7 +46,7 @@ def test_buckets_are_global_and_paged_past_10000(aws, exporter):
     assert calls(e, "ListBuckets") == math.ceil(10_523 / 10_000) + 1
     lists = [r for r in aws.log() if r["operation"] == "ListBuckets"]
     assert len(lists) == 3 and all(r["status"] == 200 and r["region"] == "us-east-1" for r in lists)
-    quota_lookups = [r for r in aws.log() if r["operation"] == "GetServiceQuota" and r["account"] == ACCOUNT_A]
+    quota_lookups = [r for r in aws.log() if r["operation"] == "ListServiceQuotas" and r["account"] == ACCOUNT_A]
     bucket_lookup_regions = {r["region"] for r in quota_lookups}
     assert "us-east-1" in bucket_lookup_regions
 

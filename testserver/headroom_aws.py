@@ -5,8 +5,10 @@ What the layer adds, per request, in front of moto (everything else is moto's):
 - SSM DescribeParameters with AWS's paging: MaxResults 1..50 (default 10), more than 50
   is a ValidationException; optionally short and empty pages that still carry a
   NextToken; only the account's own parameters, never moto's public /aws/service ones.
-- Service Quotas GetServiceQuota / GetAWSDefaultServiceQuota from data set through the
-  control API (moto has none for ssm, ecr or s3): a value, NoSuchResourceException or
+- Service Quotas from data set through the control API (moto has none for ssm, ecr or
+  s3): ListServiceQuotas (account and resource level, ALL) and
+  ListAWSDefaultServiceQuotas paged at 100 like AWS, and GetServiceQuota /
+  GetAWSDefaultServiceQuota answering a value, NoSuchResourceException or
   AccessDeniedException per account, region, service and quota.
 - Fault injection: throttling, 5xx, access denied or latency on chosen operations,
   accounts and regions, every n-th matching call and/or a limited number of times.
@@ -472,6 +474,8 @@ class Layer:
         service_code, quota_code = req.get("ServiceCode", ""), req.get("QuotaCode", "")
         if operation == "ListServiceQuotas":
             return self.list_service_quotas(account, region, req, start)
+        if operation == "ListAWSDefaultServiceQuotas":
+            return self.list_service_quotas(account, region, req, start, defaults=True)
         if operation not in ("GetServiceQuota", "GetAWSDefaultServiceQuota"):
             return aws_json_error(start, 400, "IllegalArgumentException", f"{operation} is not served by the test server")
         with STATE.lock:
@@ -495,10 +499,18 @@ class Layer:
         }
         return json_response(start, 200, {"Quota": quota})
 
-    def list_service_quotas(self, account: str, region: str, req: dict, start: Callable) -> list[bytes]:
-        """Values applied to single resources (QuotaAppliedAtLevel RESOURCE), paged."""
+    def list_service_quotas(self, account: str, region: str, req: dict, start: Callable, defaults: bool = False) -> list[bytes]:
+        """ListServiceQuotas (applied values: the account's, QuotaAppliedAtLevel ACCOUNT by
+        default; those applied to single resources with RESOURCE; both with ALL) or
+        ListAWSDefaultServiceQuotas (`defaults`), paged at most 100 a page like AWS. A
+        quota without a value of that kind is not listed, as AWS leaves out quotas
+        whose applied value is not available."""
         service_code, quota_code = req.get("ServiceCode", ""), req.get("QuotaCode")
+        if not service_code:
+            return aws_json_error(start, 400, "ValidationException", "ServiceCode is required")
         level = req.get("QuotaAppliedAtLevel", "ACCOUNT")
+        if level not in ("ACCOUNT", "RESOURCE", "ALL") or (defaults and "QuotaAppliedAtLevel" in req):
+            return aws_json_error(start, 400, "ValidationException", f"invalid QuotaAppliedAtLevel {level!r}")
         max_results = req.get("MaxResults", 100)
         if not isinstance(max_results, int) or not 1 <= max_results <= 100:
             return aws_json_error(start, 400, "ValidationException", "MaxResults must be 1 to 100")
@@ -507,15 +519,17 @@ class Layer:
             for (acct, reg, svc, code), entry in sorted(STATE.quotas.items()):
                 if (acct, reg, svc) != (account, region, service_code) or (quota_code and code != quota_code):
                     continue
-                if level in ("ACCOUNT", "ALL") and isinstance(entry.get("applied"), (int, float)):
-                    items.append({"ServiceCode": svc, "QuotaCode": code, "QuotaName": entry.get("name", code), "Value": entry["applied"], "Adjustable": True, "GlobalQuota": False})
-                if level in ("RESOURCE", "ALL"):
-                    for arn, value in sorted(entry.get("resources", {}).items()):
-                        items.append({
-                            "ServiceCode": svc, "QuotaCode": code, "QuotaName": entry.get("name", code), "Value": value,
-                            "Adjustable": True, "GlobalQuota": False,
-                            "QuotaContext": {"ContextScope": "RESOURCE", "ContextScopeType": "AWS::ECR::Repository", "ContextId": arn},
-                        })
+                quota = {
+                    "ServiceCode": svc, "ServiceName": svc, "QuotaCode": code, "QuotaName": entry.get("name", code),
+                    "QuotaArn": f"arn:aws:servicequotas:{region}:{account}:{svc}/{code}",
+                    "Unit": "None", "Adjustable": bool(entry.get("adjustable", True)), "GlobalQuota": bool(entry.get("global", False)),
+                }
+                value = entry.get("default" if defaults else "applied")
+                if (defaults or level in ("ACCOUNT", "ALL")) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    items.append({**quota, "Value": value})
+                if not defaults and level in ("RESOURCE", "ALL"):
+                    for arn, v in sorted(entry.get("resources", {}).items()):
+                        items.append({**quota, "Value": v, "QuotaContext": {"ContextScope": "RESOURCE", "ContextScopeType": "AWS::ECR::Repository", "ContextId": arn}})
         offset = int(req.get("NextToken") or 0)
         out: dict[str, Any] = {"Quotas": items[offset : offset + max_results]}
         if offset + max_results < len(items):

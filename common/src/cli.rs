@@ -7,7 +7,7 @@ use clap::Parser;
 use crate::telemetry::{LogFormat, LogLevel};
 
 #[derive(Debug, Parser)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// YAML configuration file (accounts, regions, collector settings). Without one,
     /// the default AWS credentials and region are used with default settings.
     #[arg(long = "config.file", value_name = "FILE")]
@@ -37,7 +37,7 @@ pub struct Cli {
 }
 
 /// `:9100` means every interface; anything else is host:port.
-pub fn listen_socket(addr: &str) -> String {
+pub(crate) fn listen_socket(addr: &str) -> String {
     if addr.starts_with(':') {
         format!("0.0.0.0{addr}")
     } else {
@@ -46,7 +46,7 @@ pub fn listen_socket(addr: &str) -> String {
 }
 
 /// The metrics path must be an absolute path of its own, not one the probes use.
-pub fn check_telemetry_path(path: &str) -> Result<(), String> {
+pub(crate) fn check_telemetry_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') || path.len() < 2 {
         return Err(format!(
             "--web.telemetry-path {path:?}: must start with / and not be / itself"

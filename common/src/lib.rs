@@ -1,31 +1,49 @@
 //! headroom-common: what every headroom exporter shares. An exporter implements
-//! [`Collector`] and calls [`main`]; scheduling, limits, caching, health and HTTP live
-//! here.
+//! [`Collector`] (and [`AwsService`] for its SDK client) and calls [`main`];
+//! scheduling, limits, caching, health and HTTP live here.
+//!
+//! The modules form layers, each using only those below it:
+//!
+//! ```text
+//! lib (main)         start-up: flags, config, targets, scheduler, server
+//! server             HTTP: /metrics, /healthz, /readyz, landing page, basic auth
+//! scheduler          one refresh task per (collector, target)
+//! metrics            the prometheus crate: request counters, rendering
+//! snapshot           the last good samples of every (collector, target)
+//! aws                targets, credentials, counted and rate-limited clients
+//! limits             limit resolution, Service Quotas in bulk
+//! config, webconfig  the configuration files
+//! ratelimit, telemetry, cli
+//! api                the collector API: depends on nothing else here
+//! ```
 
-pub mod aws;
-pub mod cli;
-pub mod collector;
-pub mod config;
-pub mod limits;
-pub mod metrics;
-pub mod ratelimit;
-pub mod scheduler;
-pub mod server;
-pub mod snapshot;
-pub mod telemetry;
-pub mod webconfig;
+mod api;
+mod aws;
+mod cli;
+mod config;
+mod limits;
+mod metrics;
+mod ratelimit;
+mod scheduler;
+mod server;
+mod snapshot;
+mod telemetry;
+mod webconfig;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
 
+pub use api::{
+    error_code_label, pages, AwsService, ClientParts, ClientSource, CollectError, Collected,
+    Collector, Defaults, Fact, QuotaSpec, ResourceSelection, Scope, Target, Usage, MAX_PAGES,
+};
 pub use async_trait::async_trait;
-pub use aws::{ServiceClient, Target};
-pub use collector::{CollectError, Collected, Collector, Fact, QuotaSpec, Scope, Usage};
 
 use crate::cli::Cli;
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Known};
 
 /// The version and git revision this binary was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -37,6 +55,30 @@ pub struct ExporterInfo {
     pub name: &'static str,
     pub about: &'static str,
     pub default_listen_address: &'static str,
+}
+
+/// Why an exporter could not start (or stopped serving). `main` prints it, once.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("{0}")]
+    Flags(String),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("invalid web configuration: {0}")]
+    WebConfig(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Targets(#[from] aws::TargetError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
 }
 
 /// The whole program of an exporter: flags, config, targets, background refresh and
@@ -54,65 +96,48 @@ pub fn main(info: ExporterInfo, collectors: Vec<Arc<dyn Collector>>) -> ExitCode
         Err(e) => e.exit(),
     };
     telemetry::init(cli.log_level, cli.log_format);
-    if let Err(e) = cli::check_telemetry_path(&cli.telemetry_path) {
-        eprintln!("{}: {e}", info.name);
-        return ExitCode::from(1);
+    match run(info, cli, collectors) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if matches!(e, StartError::Serve(_)) {
+                tracing::error!(error = %e, "exiting");
+            }
+            eprintln!("{}: {e}", info.name);
+            ExitCode::from(1)
+        }
     }
-    let known: Vec<config::Known<'_>> = collectors
-        .iter()
-        .map(|c| config::Known {
-            name: c.name(),
-            quotas: c.quotas(),
-            defaults: c.defaults(),
-        })
-        .collect();
-    let config = match &cli.config_file {
-        Some(path) => match Config::load(path, &known) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{}: invalid configuration: {e}", info.name);
-                return ExitCode::from(1);
-            }
-        },
-        None => match Config::parse("", &known) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{}: invalid built-in defaults: {e}", info.name);
-                return ExitCode::from(1);
-            }
-        },
-    };
+}
+
+fn run(
+    info: ExporterInfo,
+    cli: Cli,
+    collectors: Vec<Arc<dyn Collector>>,
+) -> Result<(), StartError> {
+    cli::check_telemetry_path(&cli.telemetry_path).map_err(StartError::Flags)?;
+    let known: Vec<Known> = collectors.iter().map(|c| Known::of(c.as_ref())).collect();
+    let config = load_config(cli.config_file.as_ref(), &known)?;
     let web = match &cli.web_config_file {
-        Some(path) => match webconfig::WebConfig::load(path) {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("{}: invalid web configuration: {e}", info.name);
-                return ExitCode::from(1);
-            }
-        },
+        Some(path) => webconfig::WebConfig::load(path).map_err(StartError::WebConfig)?,
         None => webconfig::WebConfig::default(),
     };
     if cli.config_check {
         println!("{}: configuration is valid", info.name);
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{}: cannot start the async runtime: {e}", info.name);
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(serve(info, cli, config, web, collectors)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "exiting");
-            eprintln!("{}: {e:#}", info.name);
-            ExitCode::from(1)
-        }
+        .map_err(StartError::Runtime)?;
+    runtime.block_on(serve(info, cli, config, web, collectors))
+}
+
+fn load_config(path: Option<&PathBuf>, known: &[Known]) -> Result<Config, ConfigError> {
+    match path {
+        Some(path) => Config::load(path, known),
+        None => Config::parse("", known).map_err(|message| ConfigError {
+            file: PathBuf::from("(built-in defaults)"),
+            message,
+        }),
     }
 }
 
@@ -122,7 +147,7 @@ async fn serve(
     config: Config,
     web: webconfig::WebConfig,
     collectors: Vec<Arc<dyn Collector>>,
-) -> anyhow::Result<()> {
+) -> Result<(), StartError> {
     let metrics = metrics::Metrics::new(VERSION, REVISION)?;
     let aws = aws::AwsContext::new(metrics.aws.clone());
     let targets = aws::build_targets(&config, &aws).await?;
@@ -137,11 +162,16 @@ async fn serve(
     );
     let snapshot = Arc::new(snapshot::Snapshot::new(entries));
     let _refresh = scheduler::spawn(jobs, snapshot.clone());
-    let addr = cli::listen_socket(&cli.listen_address);
-    let listener = tokio::net::TcpListener::bind(&addr)
+    let address = cli::listen_socket(&cli.listen_address);
+    let listener = tokio::net::TcpListener::bind(&address)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
+        .map_err(|source| StartError::Listen {
+            address: address.clone(),
+            source,
+        })?;
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!(address = %local, "listening");
+    }
     let state = server::AppState {
         name: info.name,
         version: VERSION,
@@ -152,7 +182,8 @@ async fn serve(
     };
     axum::serve(listener, server::app(state))
         .with_graceful_shutdown(shutdown_signal())
-        .await?;
+        .await
+        .map_err(StartError::Serve)?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,26 +1,53 @@
-//! Limit resolution: `override` (config), `applied` (Service Quotas), `default`
-//! (Service Quotas AWS default), `builtin` (compiled in), first that has a value wins.
+//! Limit resolution: `override` (config), `service` (reported by the service's own API
+//! with the usage), `applied` (Service Quotas), `default` (Service Quotas AWS default),
+//! `builtin` (compiled in); the first that has a value wins. Service Quotas is read in
+//! bulk, with the paged list calls of each service, so the cost is per service, not
+//! per quota.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use aws_sdk_servicequotas::error::ProvideErrorMetadata;
+use aws_sdk_servicequotas::types::{AppliedLevelEnum, QuotaContextScope, ServiceQuota};
 
-use crate::aws::Target;
-use crate::collector::{CollectError, QuotaSpec};
+use crate::api::{pages, AwsService, ClientParts, CollectError, QuotaSpec, Target};
+
+/// Service Quotas, which the library calls itself for limits.
+pub(crate) struct ServiceQuotas;
+
+impl AwsService for ServiceQuotas {
+    type Client = aws_sdk_servicequotas::Client;
+    const SERVICE_CODE: &'static str = "servicequotas";
+    const ERROR_CODES: &'static [&'static str] = &[
+        "DependencyAccessDeniedException",
+        "NoAvailableOrganizationException",
+        "TemplatesNotAvailableInRegionException",
+    ];
+    fn build(parts: ClientParts) -> Self::Client {
+        let config = aws_sdk_servicequotas::config::Builder::from(&parts.sdk)
+            .interceptor(parts.interceptor)
+            .http_client(parts.http_client)
+            .build();
+        aws_sdk_servicequotas::Client::from_conf(config)
+    }
+}
+
+/// The largest page of ListServiceQuotas and ListAWSDefaultServiceQuotas.
+pub(crate) const PAGE_SIZE: i32 = 100;
 
 /// Where a limit value came from; the `limit_source` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LimitSource {
+pub(crate) enum LimitSource {
     Override,
+    Service,
     Applied,
     Default,
     Builtin,
 }
 
 impl LimitSource {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LimitSource::Override => "override",
+            LimitSource::Service => "service",
             LimitSource::Applied => "applied",
             LimitSource::Default => "default",
             LimitSource::Builtin => "builtin",
@@ -29,21 +56,21 @@ impl LimitSource {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ResolvedLimit {
+pub(crate) struct ResolvedLimit {
     pub value: f64,
     pub source: LimitSource,
     pub adjustable: bool,
 }
 
-/// What one Service Quotas lookup gave.
+/// What Service Quotas gave for one quota.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// A value, and whether AWS says the quota is adjustable.
     Found {
         value: f64,
         adjustable: Option<bool>,
     },
-    /// NoSuchResource or AccessDenied: fall through to the next source.
+    /// No value here (not listed, NoSuchResource, AccessDenied): the next source.
     Missing(&'static str),
     /// Anything else (throttled after retries, 5xx, timeout): keep what we had.
     Failed(CollectError),
@@ -53,7 +80,7 @@ pub enum Lookup {
 
 /// Decides one quota's limit from what each source gave. `previous` is used when a
 /// lookup failed for a reason that says nothing about the quota.
-pub fn decide(
+pub(crate) fn decide(
     spec: &QuotaSpec,
     override_value: Option<f64>,
     applied: &Lookup,
@@ -85,24 +112,39 @@ pub fn decide(
     make(spec.builtin_limit, LimitSource::Builtin, None)
 }
 
-/// The limits in force for one target: per quota, and per resource where Service
+/// The limits in force for one target: per quota code, and per resource where Service
 /// Quotas holds a value applied to one resource.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Limits {
-    pub quotas: HashMap<&'static str, ResolvedLimit>,
-    pub resources: HashMap<(&'static str, String), ResolvedLimit>,
+pub(crate) struct Limits {
+    pub quotas: HashMap<String, ResolvedLimit>,
+    /// Quota code -> resource name -> limit.
+    pub resources: HashMap<String, HashMap<String, ResolvedLimit>>,
 }
 
 impl Limits {
-    /// The limit for one usage sample: an override wins over everything; then a value
-    /// applied to this resource; then the quota's own.
-    pub fn get(&self, spec: &QuotaSpec, resource: &str) -> ResolvedLimit {
-        let quota = self.quotas.get(spec.quota_code).copied();
+    /// The limit for one usage sample: an override wins over everything; then the
+    /// limit the service reported with the usage; then a value applied to this
+    /// resource; then the quota's own.
+    pub(crate) fn get(
+        &self,
+        spec: &QuotaSpec,
+        resource: &str,
+        service: Option<f64>,
+    ) -> ResolvedLimit {
+        let quota = self.quotas.get(spec.quota_code.as_ref()).copied();
         if let Some(q) = quota.filter(|q| q.source == LimitSource::Override) {
             return q;
         }
+        if let Some(value) = service {
+            return ResolvedLimit {
+                value,
+                source: LimitSource::Service,
+                adjustable: spec.adjustable,
+            };
+        }
         if !resource.is_empty() {
-            if let Some(r) = self.resources.get(&(spec.quota_code, resource.to_string())) {
+            let per = self.resources.get(spec.quota_code.as_ref());
+            if let Some(r) = per.and_then(|m| m.get(resource)) {
                 return *r;
             }
         }
@@ -116,206 +158,271 @@ impl Limits {
 
 /// The resource name in an ARN: `arn:aws:ecr:eu-west-1:1:repository/team/app` gives
 /// `team/app` (the part after the resource type).
-pub fn resource_of_arn(arn: &str) -> Option<String> {
+pub(crate) fn resource_of_arn(arn: &str) -> Option<String> {
     let resource = arn.splitn(6, ':').nth(5)?;
     let name = resource.split_once('/').map_or(resource, |(_, n)| n);
     (!name.is_empty()).then(|| name.to_string())
 }
 
+/// What one service's listing gave: values by quota code, and per resource.
+#[derive(Debug, Default)]
+struct Listing {
+    quotas: HashMap<String, (f64, bool)>,
+    resources: HashMap<String, HashMap<String, ResolvedLimit>>,
+}
+
+const LIST_APPLIED: &str = "ListServiceQuotas";
+const LIST_DEFAULTS: &str = "ListAWSDefaultServiceQuotas";
+
 /// Resolves the limits of a collector's quotas for one target, keeping state between
 /// refreshes (the last values, and which fallbacks were already logged).
 #[derive(Debug, Default)]
-pub struct LimitResolver {
+pub(crate) struct LimitResolver {
     current: Limits,
-    logged: HashSet<(&'static str, &'static str, &'static str)>,
+    logged: HashSet<(String, &'static str, &'static str)>,
 }
 
 impl LimitResolver {
-    pub fn current(&self) -> &Limits {
+    pub(crate) fn current(&self) -> &Limits {
         &self.current
     }
 
-    /// Fetches every quota's limit and returns the new set, and whether every lookup
-    /// gave an answer (a failed one should be tried again soon, not in an hour).
-    pub async fn refresh(
+    /// Looks up every quota's limit, a service at a time, and returns the new set, and
+    /// whether every lookup gave an answer (a failed one should be tried again soon,
+    /// not in an hour). Per service it costs the pages of ListServiceQuotas (100
+    /// quotas a page; every level when a quota has per-resource values), and the pages
+    /// of ListAWSDefaultServiceQuotas only when some quota had no applied value.
+    pub(crate) async fn refresh(
         &mut self,
         target: &Target,
         quotas: &[QuotaSpec],
         overrides: &BTreeMap<String, f64>,
     ) -> (Limits, bool) {
-        let client: aws_sdk_servicequotas::Client = target.client();
+        let asked =
+            |s: &&QuotaSpec| s.in_service_quotas && !overrides.contains_key(s.quota_code.as_ref());
+        let services: BTreeSet<&str> = quotas
+            .iter()
+            .filter(asked)
+            .map(|s| s.service_code.as_ref())
+            .collect();
         let mut complete = true;
-        for spec in quotas {
-            let override_value = overrides.get(spec.quota_code).copied();
-            let asks = override_value.is_none() && spec.in_service_quotas;
-            let applied = if asks {
-                let r = client
-                    .get_service_quota()
-                    .service_code(spec.service_code)
-                    .quota_code(spec.quota_code)
-                    .send()
-                    .await;
-                lookup("GetServiceQuota", r.map(|o| o.quota))
-            } else {
-                Lookup::NotAsked
+        let mut applied: HashMap<&str, Result<Listing, Lookup>> = HashMap::new();
+        let mut defaults: HashMap<&str, Result<Listing, Lookup>> = HashMap::new();
+        // No client (and no call) for collectors whose quotas Service Quotas does not know.
+        let client = match services.is_empty() {
+            true => None,
+            false => Some(target.client::<ServiceQuotas>()),
+        };
+        for (service, client) in services.into_iter().zip(client.iter().cycle()) {
+            let wanted: Vec<&QuotaSpec> = quotas
+                .iter()
+                .filter(asked)
+                .filter(|s| s.service_code == service)
+                .collect();
+            let per_resource = wanted.iter().any(|s| s.resource_level);
+            let a = list(client, LIST_APPLIED, service, per_resource).await;
+            self.log_listing(target, service, LIST_APPLIED, &a);
+            let missing_some = match &a {
+                Ok(l) => wanted
+                    .iter()
+                    .any(|s| !l.quotas.contains_key(s.quota_code.as_ref())),
+                Err(Lookup::Missing(_)) => true,
+                Err(_) => false,
             };
-            let default = if asks && matches!(applied, Lookup::Missing(_)) {
-                let r = client
-                    .get_aws_default_service_quota()
-                    .service_code(spec.service_code)
-                    .quota_code(spec.quota_code)
-                    .send()
-                    .await;
-                lookup("GetAWSDefaultServiceQuota", r.map(|o| o.quota))
-            } else {
-                Lookup::NotAsked
-            };
-            for (op, l) in [
-                ("GetServiceQuota", &applied),
-                ("GetAWSDefaultServiceQuota", &default),
-            ] {
-                self.log_once(target, spec, op, l);
+            if missing_some {
+                let d = list(client, LIST_DEFAULTS, service, false).await;
+                self.log_listing(target, service, LIST_DEFAULTS, &d);
+                complete &= !matches!(d, Err(Lookup::Failed(_)));
+                defaults.insert(service, d);
             }
-            complete &=
-                !matches!(applied, Lookup::Failed(_)) && !matches!(default, Lookup::Failed(_));
-            let previous = self.current.quotas.get(spec.quota_code).copied();
-            let resolved = decide(spec, override_value, &applied, &default, previous);
-            self.current.quotas.insert(spec.quota_code, resolved);
-            if asks && spec.resource_level {
-                complete &= self.refresh_resources(&client, target, spec).await;
+            complete &= !matches!(a, Err(Lookup::Failed(_)));
+            applied.insert(service, a);
+        }
+        for spec in quotas {
+            let code = spec.quota_code.as_ref();
+            let override_value = overrides.get(code).copied();
+            let service = spec.service_code.as_ref();
+            let value_in =
+                |listings: &HashMap<&str, Result<Listing, Lookup>>| match listings.get(service) {
+                    _ if override_value.is_some() || !spec.in_service_quotas => Lookup::NotAsked,
+                    None => Lookup::NotAsked,
+                    Some(Ok(l)) => match l.quotas.get(code) {
+                        Some(&(value, adjustable)) => Lookup::Found {
+                            value,
+                            adjustable: Some(adjustable),
+                        },
+                        None => Lookup::Missing("not_listed"),
+                    },
+                    Some(Err(lookup)) => lookup.clone(),
+                };
+            let (a, d) = (value_in(&applied), value_in(&defaults));
+            let previous = self.current.quotas.get(code).copied();
+            let resolved = decide(spec, override_value, &a, &d, previous);
+            if resolved.source == LimitSource::Builtin && matches!(a, Lookup::Missing(_)) {
+                self.log_builtin(target, spec);
+            }
+            self.current.quotas.insert(code.to_string(), resolved);
+            if spec.resource_level && override_value.is_none() {
+                match applied.get_mut(service) {
+                    Some(Ok(l)) => {
+                        let found = l.resources.remove(code).unwrap_or_default();
+                        self.current.resources.insert(code.to_string(), found);
+                    }
+                    // No resource-level values here: only the quota's own value applies.
+                    Some(Err(Lookup::Missing(_))) => {
+                        self.current.resources.remove(code);
+                    }
+                    // Failed: keep the last values.
+                    _ => {}
+                }
             }
         }
         (self.current.clone(), complete)
     }
 
-    /// Values applied to single resources (ListServiceQuotas at the RESOURCE level).
-    /// Returns false when the lookup failed and the last values were kept.
-    async fn refresh_resources(
+    fn log_listing(
         &mut self,
-        client: &aws_sdk_servicequotas::Client,
         target: &Target,
-        spec: &QuotaSpec,
-    ) -> bool {
-        const OP: &str = "ListServiceQuotas";
-        let mut found = HashMap::new();
-        let mut token: Option<String> = None;
-        // A bound far above any account, so a server that keeps returning tokens stops.
-        for _ in 0..1000 {
-            let page = client
-                .list_service_quotas()
-                .service_code(spec.service_code)
-                .quota_code(spec.quota_code)
-                .quota_applied_at_level(aws_sdk_servicequotas::types::AppliedLevelEnum::Resource)
-                .max_results(100)
-                .set_next_token(token.take())
-                .send()
-                .await;
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    let lookup = lookup::<_, _>(
-                        OP,
-                        Err::<Option<aws_sdk_servicequotas::types::ServiceQuota>, _>(e),
-                    );
-                    self.log_once(target, spec, OP, &lookup);
-                    return match lookup {
-                        // No resource-level values here: only the quota's own value applies.
-                        Lookup::Missing(_) => {
-                            self.current
-                                .resources
-                                .retain(|(code, _), _| *code != spec.quota_code);
-                            true
-                        }
-                        _ => false,
-                    };
+        service: &str,
+        op: &'static str,
+        r: &Result<Listing, Lookup>,
+    ) {
+        // Once per service, operation and error code, not at every limits refresh.
+        let code = match r {
+            Err(Lookup::Missing(code)) => *code,
+            Err(Lookup::Failed(e)) => e.code,
+            _ => return,
+        };
+        if !self.logged.insert((service.to_string(), op, code)) {
+            return;
+        }
+        match r {
+            Err(Lookup::Failed(e)) => tracing::warn!(
+                account_id = %target.account_id, aws_region = %target.region,
+                service_code = service, error = %e,
+                "Service Quotas lookup failed; keeping the last known limits"
+            ),
+            _ => tracing::info!(
+                account_id = %target.account_id, aws_region = %target.region,
+                service_code = service, operation = op, error_code = code,
+                "Service Quotas has no values here; falling back to the next limit source"
+            ),
+        }
+    }
+
+    fn log_builtin(&mut self, target: &Target, spec: &QuotaSpec) {
+        if self
+            .logged
+            .insert((spec.quota_code.to_string(), "builtin", "not_listed"))
+        {
+            tracing::info!(
+                account_id = %target.account_id, aws_region = %target.region,
+                service_code = %spec.service_code, quota_code = %spec.quota_code,
+                "Service Quotas has no value for this quota here; using the built-in limit"
+            );
+        }
+    }
+}
+
+/// One service's quotas from one of the two list calls, every page of it. Resource
+/// values (the quota applied to one resource) are read from the applied listing when
+/// `per_resource`.
+async fn list(
+    client: &aws_sdk_servicequotas::Client,
+    op: &'static str,
+    service: &str,
+    per_resource: bool,
+) -> Result<Listing, Lookup> {
+    let mut listing = Listing::default();
+    let mut read = |quotas: Vec<ServiceQuota>, next: Option<String>| {
+        for q in quotas {
+            listing.add(q);
+        }
+        Ok(next)
+    };
+    let result = if op == LIST_APPLIED {
+        let level = if per_resource {
+            AppliedLevelEnum::All
+        } else {
+            AppliedLevelEnum::Account
+        };
+        pages(
+            op,
+            |token| {
+                let level = level.clone();
+                async move {
+                    client
+                        .list_service_quotas()
+                        .service_code(service)
+                        .quota_applied_at_level(level)
+                        .max_results(PAGE_SIZE)
+                        .set_next_token(token)
+                        .send()
+                        .await
+                        .map_err(|e| CollectError::from_sdk(op, &e))
                 }
-            };
-            for q in page.quotas() {
-                let Some(ctx) = q.quota_context() else {
-                    continue;
-                };
-                let (Some(arn), Some(value)) = (ctx.context_id(), q.value()) else {
-                    continue;
-                };
-                let Some(resource) = resource_of_arn(arn) else {
-                    continue;
-                };
-                if value.is_finite() && value >= 0.0 {
+            },
+            |page| read(page.quotas.unwrap_or_default(), page.next_token),
+        )
+        .await
+    } else {
+        pages(
+            op,
+            |token| async move {
+                client
+                    .list_aws_default_service_quotas()
+                    .service_code(service)
+                    .max_results(PAGE_SIZE)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| CollectError::from_sdk(op, &e))
+            },
+            |page| read(page.quotas.unwrap_or_default(), page.next_token),
+        )
+        .await
+    };
+    match result {
+        Ok(()) => Ok(listing),
+        Err(e) => Err(match e.code {
+            "NoSuchResourceException"
+            | "AccessDeniedException"
+            | "AccessDenied"
+            | "IllegalArgumentException" => Lookup::Missing(e.code),
+            _ => Lookup::Failed(e),
+        }),
+    }
+}
+
+impl Listing {
+    fn add(&mut self, q: ServiceQuota) {
+        let (Some(code), Some(value)) = (q.quota_code(), q.value()) else {
+            return;
+        };
+        if !(value.is_finite() && value >= 0.0) {
+            return;
+        }
+        let resource_arn = q
+            .quota_context()
+            .filter(|c| c.context_scope() == Some(&QuotaContextScope::Resource))
+            .and_then(|c| c.context_id());
+        match resource_arn {
+            Some(arn) => {
+                if let Some(resource) = resource_of_arn(arn) {
                     let limit = ResolvedLimit {
                         value,
                         source: LimitSource::Applied,
                         adjustable: q.adjustable(),
                     };
-                    found.insert((spec.quota_code, resource), limit);
+                    self.resources
+                        .entry(code.to_string())
+                        .or_default()
+                        .insert(resource, limit);
                 }
             }
-            match page.next_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => {
-                    self.current
-                        .resources
-                        .retain(|(code, _), _| *code != spec.quota_code);
-                    self.current.resources.extend(found);
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    fn log_once(&mut self, target: &Target, spec: &QuotaSpec, op: &'static str, l: &Lookup) {
-        match l {
-            Lookup::Missing(code) => {
-                if self.logged.insert((spec.quota_code, op, code)) {
-                    tracing::info!(
-                        account_id = %target.account_id, aws_region = %target.region,
-                        quota_code = spec.quota_code, operation = op, error_code = code,
-                        "Service Quotas has no value here; falling back to the next limit source"
-                    );
-                }
-            }
-            Lookup::Failed(e) => {
-                if self.logged.insert((spec.quota_code, op, e.code)) {
-                    tracing::warn!(
-                        account_id = %target.account_id, aws_region = %target.region,
-                        quota_code = spec.quota_code, error = %e,
-                        "Service Quotas lookup failed; keeping the last known limit"
-                    );
-                }
-            }
-            Lookup::Found { .. } | Lookup::NotAsked => {}
-        }
-    }
-}
-
-fn lookup<E, R>(
-    op: &str,
-    result: Result<
-        Option<aws_sdk_servicequotas::types::ServiceQuota>,
-        aws_smithy_runtime_api::client::result::SdkError<E, R>,
-    >,
-) -> Lookup
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match result {
-        Ok(Some(q)) => match q.value {
-            Some(v) if v.is_finite() && v >= 0.0 => Lookup::Found {
-                value: v,
-                adjustable: Some(q.adjustable),
-            },
-            _ => Lookup::Failed(CollectError::malformed(op, "the quota has no usable Value")),
-        },
-        Ok(None) => Lookup::Failed(CollectError::malformed(op, "no Quota in the response")),
-        Err(e) => {
-            let e = CollectError::from_sdk(op, &e);
-            match e.code {
-                "NoSuchResourceException"
-                | "AccessDeniedException"
-                | "AccessDenied"
-                | "IllegalArgumentException" => Lookup::Missing(e.code),
-                _ => Lookup::Failed(e),
+            None => {
+                self.quotas
+                    .insert(code.to_string(), (value, q.adjustable()));
             }
         }
     }
@@ -325,15 +432,7 @@ where
 mod tests {
     use super::*;
 
-    const SPEC: QuotaSpec = QuotaSpec {
-        service_code: "ssm",
-        quota_code: "L-1",
-        quota_name: "q",
-        builtin_limit: 10.0,
-        adjustable: false,
-        in_service_quotas: true,
-        resource_level: false,
-    };
+    const SPEC: QuotaSpec = QuotaSpec::service_quota("ssm", "L-1", "q", 10.0);
 
     fn found(v: f64) -> Lookup {
         Lookup::Found {
@@ -401,40 +500,45 @@ mod tests {
 
     #[test]
     fn resource_values_sit_between_override_and_the_quota() {
-        let per = QuotaSpec {
-            resource_level: true,
-            ..SPEC
-        };
+        let per = SPEC.per_resource();
         let mut limits = Limits::default();
-        assert_eq!(limits.get(&per, "repo").source, LimitSource::Builtin);
+        assert_eq!(limits.get(&per, "repo", None).source, LimitSource::Builtin);
         limits.quotas.insert(
-            "L-1",
+            "L-1".into(),
             ResolvedLimit {
                 value: 100.0,
                 source: LimitSource::Applied,
                 adjustable: true,
             },
         );
-        limits.resources.insert(
-            ("L-1", "repo".into()),
+        limits.resources.entry("L-1".into()).or_default().insert(
+            "repo".into(),
             ResolvedLimit {
                 value: 250.0,
                 source: LimitSource::Applied,
                 adjustable: true,
             },
         );
-        assert_eq!(limits.get(&per, "repo").value, 250.0);
-        assert_eq!(limits.get(&per, "other").value, 100.0);
-        assert_eq!(limits.get(&per, "").value, 100.0);
+        assert_eq!(limits.get(&per, "repo", None).value, 250.0);
+        assert_eq!(limits.get(&per, "other", None).value, 100.0);
+        assert_eq!(limits.get(&per, "", None).value, 100.0);
+        // A limit the service reported with the usage wins over Service Quotas ...
+        let service = limits.get(&per, "repo", Some(300.0));
+        assert_eq!(
+            (service.value, service.source),
+            (300.0, LimitSource::Service)
+        );
         limits.quotas.insert(
-            "L-1",
+            "L-1".into(),
             ResolvedLimit {
                 value: 5.0,
                 source: LimitSource::Override,
                 adjustable: true,
             },
         );
-        assert_eq!(limits.get(&per, "repo").value, 5.0);
+        assert_eq!(limits.get(&per, "repo", None).value, 5.0);
+        // ... but not over an override.
+        assert_eq!(limits.get(&per, "repo", Some(300.0)).value, 5.0);
     }
 
     #[test]
@@ -466,3 +570,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod against_test_server;

@@ -12,19 +12,19 @@ use crate::snapshot::Snapshot;
 
 /// Counters of AWS API requests and errors, by service and operation.
 #[derive(Debug, Clone)]
-pub struct AwsCallCounters {
+pub(crate) struct AwsCallCounters {
     requests: IntCounterVec,
     errors: IntCounterVec,
 }
 
 impl AwsCallCounters {
-    pub fn request(&self, service_code: &str, operation: &str) {
+    pub(crate) fn request(&self, service_code: &str, operation: &str) {
         self.requests
             .with_label_values(&[service_code, operation])
             .inc();
     }
 
-    pub fn error(&self, service_code: &str, operation: &str, error_code: &str) {
+    pub(crate) fn error(&self, service_code: &str, operation: &str, error_code: &str) {
         self.errors
             .with_label_values(&[service_code, operation, error_code])
             .inc();
@@ -33,13 +33,13 @@ impl AwsCallCounters {
 
 /// The process's own metrics registry.
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub aws: AwsCallCounters,
 }
 
 impl Metrics {
-    pub fn new(version: &str, revision: &str) -> Result<Self, prometheus::Error> {
+    pub(crate) fn new(version: &str, revision: &str) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -73,7 +73,7 @@ impl Metrics {
     }
 
     /// Renders the snapshot and the process's own metrics. Calls no AWS API.
-    pub fn render(&self, snapshot: &Snapshot, now: SystemTime) -> String {
+    pub(crate) fn render(&self, snapshot: &Snapshot, now: SystemTime) -> String {
         let mut families = self.registry.gather();
         families.extend(snapshot_families(snapshot, now));
         families.retain(|f| !f.get_metric().is_empty());
@@ -181,10 +181,8 @@ fn snapshot_families(snapshot: &Snapshot, now: SystemTime) -> Vec<MetricFamily> 
             f.mut_metric().push(gauge(&labels, fact.value));
         }
         for u in e.fresh_usage(now) {
-            let Some(spec) = e.quotas.iter().find(|q| q.quota_code == u.quota_code) else {
-                continue;
-            };
-            let resolved = e.limits.get(spec, &u.resource);
+            let spec = &u.quota;
+            let resolved = e.limits.get(spec, &u.resource, u.limit);
             // Cardinality control: quiet resources of a per-resource quota stay out.
             if !u.resource.is_empty()
                 && e.min_usage_ratio > 0.0
@@ -196,9 +194,9 @@ fn snapshot_families(snapshot: &Snapshot, now: SystemTime) -> Vec<MetricFamily> 
             let base = [
                 ("account_id", e.account_id.as_str()),
                 ("aws_region", e.region.as_str()),
-                ("service_code", spec.service_code),
-                ("quota_code", spec.quota_code),
-                ("quota_name", spec.quota_name),
+                ("service_code", spec.service_code.as_ref()),
+                ("quota_code", spec.quota_code.as_ref()),
+                ("quota_name", spec.quota_name.as_ref()),
                 ("resource", u.resource.as_str()),
             ];
             usages.push(gauge(&base, u.value));

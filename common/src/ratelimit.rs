@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     interval: Duration,
     burst: Duration,
@@ -17,7 +17,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// `rate` is in requests per second and must be more than zero.
-    pub fn new(rate: f64) -> Self {
+    pub(crate) fn new(rate: f64) -> Self {
         let rate = if rate.is_finite() && rate > 0.0 {
             rate
         } else {
@@ -34,12 +34,12 @@ impl RateLimiter {
     }
 
     /// Requests per second, as configured.
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.rate
     }
 
     /// Waits until one more request may go out.
-    pub async fn acquire(&self) {
+    pub(crate) async fn acquire(&self) {
         let wait_until = {
             let now = Instant::now();
             let mut tat = match self.tat.lock() {

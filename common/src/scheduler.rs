@@ -9,16 +9,18 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::aws::Target;
-use crate::collector::{CollectError, Collector};
-use crate::config::CollectorConfig;
+use crate::api::{CollectError, Collector, QuotaSpec, ResourceSelection, Scope, Target};
+use crate::aws::{AwsContext, TargetSpec};
+use crate::config::{format_duration, CollectorConfig, Config, LimitValue};
 use crate::limits::LimitResolver;
 use crate::snapshot::{Entry, Snapshot};
 
 /// Everything one refresh task needs.
-pub struct Job {
+pub(crate) struct Job {
     pub index: usize,
     pub collector: Arc<dyn Collector>,
+    /// The collector's quotas, whose limits the job resolves.
+    pub quotas: Vec<QuotaSpec>,
     pub target: Target,
     pub settings: CollectorConfig,
     /// Overrides by quota code, account-level ones already merged over collector-wide.
@@ -26,7 +28,7 @@ pub struct Job {
 }
 
 /// Spawns one task per job; dropping the returned set stops them all.
-pub fn spawn(jobs: Vec<Job>, snapshot: Arc<Snapshot>) -> JoinSet<()> {
+pub(crate) fn spawn(jobs: Vec<Job>, snapshot: Arc<Snapshot>) -> JoinSet<()> {
     let mut set = JoinSet::new();
     for job in jobs {
         set.spawn(run(job, snapshot.clone()));
@@ -53,10 +55,9 @@ async fn run(job: Job, snapshot: Arc<Snapshot>) {
     loop {
         let started = Instant::now();
         if started >= limits_due {
-            let quotas = job.collector.quotas();
             let (limits, complete) = match tokio::time::timeout(
                 timeout,
-                resolver.refresh(&job.target, quotas, &job.overrides),
+                resolver.refresh(&job.target, &job.quotas, &job.overrides),
             )
             .await
             {
@@ -81,14 +82,11 @@ async fn run(job: Job, snapshot: Arc<Snapshot>) {
         let collect_started = Instant::now();
         let result = match tokio::time::timeout(timeout, job.collector.collect(&job.target)).await {
             Ok(r) => r,
-            Err(_) => Err(CollectError {
-                operation: "collect".into(),
-                code: "timeout",
-                message: format!(
-                    "refresh took longer than {}",
-                    crate::config::format_duration(timeout)
-                ),
-            }),
+            Err(_) => Err(CollectError::new(
+                "collect",
+                "timeout",
+                format!("refresh took longer than {}", format_duration(timeout)),
+            )),
         };
         entry.last_duration = collect_started.elapsed();
         entry.attempted = true;
@@ -124,9 +122,9 @@ async fn run(job: Job, snapshot: Arc<Snapshot>) {
 }
 
 /// Merges account-level overrides over collector-wide ones.
-pub fn merge_overrides(
-    collector: &BTreeMap<String, crate::config::LimitValue>,
-    account: &BTreeMap<String, crate::config::LimitValue>,
+pub(crate) fn merge_overrides(
+    collector: &BTreeMap<String, LimitValue>,
+    account: &BTreeMap<String, LimitValue>,
 ) -> BTreeMap<String, f64> {
     let mut out: BTreeMap<String, f64> = collector.iter().map(|(k, v)| (k.clone(), v.0)).collect();
     out.extend(account.iter().map(|(k, v)| (k.clone(), v.0)));
@@ -134,11 +132,11 @@ pub fn merge_overrides(
 }
 
 /// Builds the entries and jobs for every collector and target.
-pub fn plan(
+pub(crate) fn plan(
     collectors: &[Arc<dyn Collector>],
-    targets: &[crate::aws::TargetSpec],
-    config: &crate::config::Config,
-    aws: &Arc<crate::aws::AwsContext>,
+    targets: &[TargetSpec],
+    config: &Config,
+    aws: &Arc<AwsContext>,
 ) -> (Vec<Entry>, Vec<Job>) {
     let mut entries = Vec::new();
     let mut jobs = Vec::new();
@@ -147,18 +145,22 @@ pub fn plan(
         if !settings.enabled.unwrap_or_else(|| c.enabled_by_default()) {
             continue;
         }
-        let resources = Arc::new(crate::aws::ResourceSettings {
-            include: settings.include.clone(),
-            exclude: settings.exclude.clone(),
-            concurrency: settings.concurrency.0,
-        });
+        let (include, exclude) = (settings.include.clone(), settings.exclude.clone());
+        let resources = ResourceSelection::new(
+            move |name| {
+                (include.is_empty() || include.iter().any(|p| p.matches(name)))
+                    && !exclude.iter().any(|p| p.matches(name))
+            },
+            settings.concurrency.0,
+        );
+        let quotas = c.quotas();
         // A global quota is refreshed once per account, in its home region.
-        let scoped: Vec<(crate::aws::TargetSpec, String)> = match c.scope() {
-            crate::collector::Scope::Regional => targets
+        let scoped: Vec<(TargetSpec, String)> = match c.scope() {
+            Scope::Regional => targets
                 .iter()
                 .map(|t| (t.clone(), t.region.clone()))
                 .collect(),
-            crate::collector::Scope::Global { home_region } => {
+            Scope::Global { home_region } => {
                 let mut seen = std::collections::BTreeSet::new();
                 targets
                     .iter()
@@ -173,7 +175,6 @@ pub fn plan(
                 c.name(),
                 t.account_id.clone(),
                 region_label.clone(),
-                c.quotas(),
                 settings.refresh_interval.0,
                 settings.max_staleness.0,
             );
@@ -182,6 +183,7 @@ pub fn plan(
             jobs.push(Job {
                 index,
                 collector: c.clone(),
+                quotas: quotas.clone(),
                 target: t.for_collector(aws, settings.rate_limit.0, resources.clone()),
                 overrides: merge_overrides(&settings.limit_overrides, &t.account.limit_overrides),
                 settings: settings.clone(),
@@ -189,4 +191,183 @@ pub fn plan(
         }
     }
     (entries, jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::api::{ClientParts, ClientSource, Collected, Usage};
+
+    const THINGS: QuotaSpec = QuotaSpec::documented("demo", "things", "Things", 10.0);
+
+    /// No client is built in these tests: the collectors call no AWS API and their
+    /// quotas are not in Service Quotas.
+    #[derive(Debug)]
+    struct NoClients;
+
+    impl ClientSource for NoClients {
+        fn parts(&self, service_code: &'static str, _region: &str) -> ClientParts {
+            unreachable!("no client of {service_code} is built in these tests")
+        }
+    }
+
+    /// Sleeps for the next of `durations` (then the last one) and counts one thing per
+    /// refresh; records when each refresh started and how many ran at once.
+    #[derive(Debug)]
+    struct Sleepy {
+        durations: Vec<Duration>,
+        starts: Mutex<Vec<Instant>>,
+        running: AtomicUsize,
+        most_at_once: AtomicUsize,
+    }
+
+    impl Sleepy {
+        fn new(durations: &[u64]) -> Arc<Self> {
+            Arc::new(Sleepy {
+                durations: durations.iter().map(|s| Duration::from_secs(*s)).collect(),
+                starts: Mutex::new(Vec::new()),
+                running: AtomicUsize::new(0),
+                most_at_once: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    /// Counts a refresh as running until it ends, or is dropped at its timeout.
+    struct Running<'a>(&'a AtomicUsize);
+
+    impl<'a> Running<'a> {
+        fn start(running: &'a AtomicUsize, most: &AtomicUsize) -> Self {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            Running(running)
+        }
+    }
+
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait]
+    impl Collector for Sleepy {
+        fn name(&self) -> &'static str {
+            "sleepy"
+        }
+        fn quotas(&self) -> Vec<QuotaSpec> {
+            vec![THINGS]
+        }
+        async fn collect(&self, _target: &Target) -> Result<Collected, CollectError> {
+            let n = {
+                let mut starts = self.starts.lock().unwrap();
+                starts.push(Instant::now());
+                starts.len()
+            };
+            let _running = Running::start(&self.running, &self.most_at_once);
+            let d = self.durations[(n - 1).min(self.durations.len() - 1)];
+            tokio::time::sleep(d).await;
+            Ok(vec![Usage::new(&THINGS, n as f64)].into())
+        }
+    }
+
+    fn start(collector: Arc<Sleepy>, interval: u64, timeout: u64) -> (Arc<Snapshot>, JoinSet<()>) {
+        let settings = CollectorConfig {
+            refresh_interval: crate::config::Dur(Duration::from_secs(interval)),
+            timeout: crate::config::Dur(Duration::from_secs(timeout)),
+            ..CollectorConfig::default()
+        };
+        let entry = Entry::new(
+            "sleepy",
+            "111111111111".into(),
+            "eu-west-1".into(),
+            settings.refresh_interval.0,
+            settings.max_staleness.0,
+        );
+        let snapshot = Arc::new(Snapshot::new(vec![entry]));
+        let job = Job {
+            index: 0,
+            collector,
+            quotas: vec![THINGS],
+            target: Target::new("111111111111", "eu-west-1", Arc::new(NoClients)),
+            settings,
+            overrides: BTreeMap::new(),
+        };
+        let tasks = spawn(vec![job], snapshot.clone());
+        (snapshot, tasks)
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let d = Duration::from_secs(100);
+        for _ in 0..10_000 {
+            let j = jittered(d);
+            assert!(
+                j >= Duration::from_secs(90) && j <= Duration::from_secs(110),
+                "{j:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_follow_the_interval_with_jitter_and_never_overlap() {
+        let collector = Sleepy::new(&[5]);
+        let t0 = Instant::now();
+        let (snapshot, _tasks) = start(collector.clone(), 60, 30);
+        tokio::time::sleep(Duration::from_secs(20 * 60)).await;
+        let starts = collector.starts.lock().unwrap().clone();
+        // The first refresh starts within a second, spread so targets do not start at once.
+        assert!(
+            starts[0] - t0 < Duration::from_secs(1),
+            "{:?}",
+            starts[0] - t0
+        );
+        // Then one every 60 s ± 10%, start to start: 19 to 23 in 20 minutes.
+        assert!(
+            (19..=23).contains(&starts.len()),
+            "{} refreshes",
+            starts.len()
+        );
+        for pair in starts.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_secs(54) && gap <= Duration::from_secs(66),
+                "{gap:?}"
+            );
+        }
+        assert_eq!(collector.most_at_once.load(Ordering::SeqCst), 1);
+        let entry = snapshot.get(0).expect("entry");
+        assert!(entry.success && entry.attempted);
+        assert_eq!(entry.last_duration, Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_over_its_timeout_fails_keeps_the_last_samples_and_the_next_runs() {
+        // Good (1 s), then too slow (45 s against a 10 s timeout), then good again.
+        let collector = Sleepy::new(&[1, 45, 1]);
+        let (snapshot, _tasks) = start(collector.clone(), 30, 10);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let first = snapshot.get(0).expect("entry");
+        assert!(first.success);
+        assert_eq!(first.usage[0].value, 1.0);
+        // The second refresh starts at about 30 s and is abandoned at its timeout.
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        let failed = snapshot.get(0).expect("entry");
+        assert!(failed.attempted && !failed.success);
+        assert_eq!(failed.last_duration, Duration::from_secs(10));
+        assert_eq!(failed.usage[0].value, 1.0, "the last good samples stay");
+        assert_eq!(failed.last_success, first.last_success);
+        // The abandoned refresh is not running alongside the next one.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let recovered = snapshot.get(0).expect("entry");
+        assert!(recovered.success);
+        assert_eq!(recovered.usage[0].value, 3.0);
+        assert_eq!(collector.most_at_once.load(Ordering::SeqCst), 1);
+    }
 }

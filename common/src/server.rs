@@ -16,7 +16,7 @@ use crate::snapshot::Snapshot;
 use crate::webconfig::WebConfig;
 
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub name: &'static str,
     pub version: &'static str,
     pub telemetry_path: String,
@@ -26,7 +26,7 @@ pub struct AppState {
 }
 
 /// The router; tests drive it in-process.
-pub fn app(state: AppState) -> Router {
+pub(crate) fn app(state: AppState) -> Router {
     let protected = Router::new()
         .route("/", get(landing))
         .route(&state.telemetry_path, get(metrics))
@@ -120,7 +120,6 @@ mod tests {
                 "c",
                 "111111111111".into(),
                 "eu-west-1".into(),
-                &[],
                 std::time::Duration::from_secs(60),
                 std::time::Duration::from_secs(600),
             )])),

@@ -4,15 +4,14 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::collector::{Fact, QuotaSpec, Usage};
+use crate::api::{Fact, Usage};
 use crate::limits::Limits;
 
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub collector: &'static str,
     pub account_id: String,
     pub region: String,
-    pub quotas: &'static [QuotaSpec],
     pub refresh_interval: Duration,
     pub max_staleness: Duration,
     /// The last good usage, and the limits in force.
@@ -30,11 +29,10 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(
+    pub(crate) fn new(
         collector: &'static str,
         account_id: String,
         region: String,
-        quotas: &'static [QuotaSpec],
         refresh_interval: Duration,
         max_staleness: Duration,
     ) -> Self {
@@ -42,7 +40,6 @@ impl Entry {
             collector,
             account_id,
             region,
-            quotas,
             refresh_interval,
             max_staleness,
             usage: Arc::new(Vec::new()),
@@ -58,7 +55,7 @@ impl Entry {
 
     /// The usage to expose at `now`: the last good samples, unless they are older than
     /// the maximum staleness.
-    pub fn fresh_usage(&self, now: SystemTime) -> &[Usage] {
+    pub(crate) fn fresh_usage(&self, now: SystemTime) -> &[Usage] {
         if self.is_fresh(now) {
             &self.usage
         } else {
@@ -67,7 +64,7 @@ impl Entry {
     }
 
     /// The facts to expose at `now`, on the same terms as the usage.
-    pub fn fresh_facts(&self, now: SystemTime) -> &[Fact] {
+    pub(crate) fn fresh_facts(&self, now: SystemTime) -> &[Fact] {
         if self.is_fresh(now) {
             &self.facts
         } else {
@@ -83,12 +80,12 @@ impl Entry {
 
 /// A fixed set of entries, one per (collector, target), each swapped atomically.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     entries: Vec<RwLock<Arc<Entry>>>,
 }
 
 impl Snapshot {
-    pub fn new(entries: Vec<Entry>) -> Self {
+    pub(crate) fn new(entries: Vec<Entry>) -> Self {
         Snapshot {
             entries: entries
                 .into_iter()
@@ -97,22 +94,14 @@ impl Snapshot {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn get(&self, index: usize) -> Option<Arc<Entry>> {
+    pub(crate) fn get(&self, index: usize) -> Option<Arc<Entry>> {
         self.entries.get(index).map(|e| match e.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         })
     }
 
-    pub fn publish(&self, index: usize, entry: Entry) {
+    pub(crate) fn publish(&self, index: usize, entry: Entry) {
         if let Some(slot) = self.entries.get(index) {
             let mut g = match slot.write() {
                 Ok(g) => g,
@@ -123,14 +112,14 @@ impl Snapshot {
     }
 
     /// Every entry as it is now.
-    pub fn all(&self) -> Vec<Arc<Entry>> {
+    pub(crate) fn all(&self) -> Vec<Arc<Entry>> {
         (0..self.entries.len())
             .filter_map(|i| self.get(i))
             .collect()
     }
 
     /// True once every entry has been refreshed at least once.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.all().iter().all(|e| e.attempted)
     }
 }
@@ -145,15 +134,11 @@ mod tests {
             "c",
             "1".into(),
             "r".into(),
-            &[],
             Duration::from_secs(60),
             Duration::from_secs(600),
         );
-        e.usage = Arc::new(vec![Usage {
-            quota_code: "q",
-            resource: String::new(),
-            value: 1.0,
-        }]);
+        let q = crate::api::QuotaSpec::documented("s", "q", "Q", 10.0);
+        e.usage = Arc::new(vec![Usage::new(&q, 1.0)]);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert!(e.fresh_usage(t0).is_empty(), "never succeeded");
         e.last_success = Some(t0);
@@ -168,7 +153,6 @@ mod tests {
                 "c",
                 "1".into(),
                 "r".into(),
-                &[],
                 Duration::from_secs(1),
                 Duration::from_secs(1),
             )

@@ -3,13 +3,13 @@
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Logfmt,
     Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     Debug,
     Info,
     Warn,
@@ -29,7 +29,7 @@ impl LogLevel {
 
 /// Installs the global subscriber. The AWS SDK's own logs are kept at `warn` unless the
 /// level is `debug`, and the SDK never logs credentials at these levels.
-pub fn init(level: LogLevel, format: LogFormat) {
+pub(crate) fn init(level: LogLevel, format: LogFormat) {
     let sdk_level = if level == LogLevel::Debug {
         "info"
     } else {

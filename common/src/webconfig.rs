@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WebConfig {
+pub(crate) struct WebConfig {
     #[serde(default)]
     basic_auth_users: BTreeMap<String, String>,
     #[serde(default)]
@@ -19,13 +19,13 @@ pub struct WebConfig {
 }
 
 impl WebConfig {
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let c: WebConfig = if text.trim().is_empty() {
             WebConfig::default()
         } else {
@@ -48,7 +48,7 @@ impl WebConfig {
     }
 
     /// Whether a request with this `Authorization` header may pass.
-    pub fn authorized(&self, header: Option<&str>) -> bool {
+    pub(crate) fn authorized(&self, header: Option<&str>) -> bool {
         if self.basic_auth_users.is_empty() {
             return true;
         }

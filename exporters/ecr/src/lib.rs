@@ -1,49 +1,54 @@
-//! Amazon ECR: registered repositories per account and region, and images per
-//! repository (the quota that stops one service's releases).
-
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
-
-use futures::stream::{self, StreamExt, TryStreamExt};
 use std::time::Duration;
 
-use headroom_common::config::{CollectorConfig, Concurrency, Dur, Rate};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use headroom_common::{
-    async_trait, CollectError, Collected, Collector, Fact, QuotaSpec, Target, Usage,
+    async_trait, pages, AwsService, ClientParts, CollectError, Collected, Collector, Defaults,
+    Fact, QuotaSpec, Target, Usage,
 };
 
 /// Registered repositories per account and region. The built-in value is the documented
 /// default; the applied value from Service Quotas always wins over it.
-pub const REPOSITORIES: QuotaSpec = QuotaSpec {
-    service_code: "ecr",
-    quota_code: "L-CFEB8E8D",
-    quota_name: "Registered repositories",
-    builtin_limit: 100_000.0,
-    adjustable: true,
-    in_service_quotas: true,
-    resource_level: false,
-};
+pub const REPOSITORIES: QuotaSpec =
+    QuotaSpec::service_quota("ecr", "L-CFEB8E8D", "Registered repositories", 100_000.0)
+        .adjustable();
 
 /// Images per repository. Its default has changed over the years (1,000, then 10,000,
 /// then higher), and it can be raised for one repository, so the value applied to each
 /// repository in Service Quotas comes first.
-pub const IMAGES: QuotaSpec = QuotaSpec {
-    service_code: "ecr",
-    quota_code: "L-03A36CE1",
-    quota_name: "Images per repository",
-    builtin_limit: 100_000.0,
-    adjustable: true,
-    in_service_quotas: true,
-    resource_level: true,
-};
+pub const IMAGES: QuotaSpec =
+    QuotaSpec::service_quota("ecr", "L-03A36CE1", "Images per repository", 100_000.0)
+        .adjustable()
+        .per_resource();
 
 /// The largest page of DescribeRepositories and ListImages.
 pub const PAGE_SIZE: i32 = 1000;
 
+/// Amazon ECR, for [`Target::client`]. The collectors branch on its two not-found codes.
+pub struct Ecr;
+
+impl AwsService for Ecr {
+    type Client = aws_sdk_ecr::Client;
+    const SERVICE_CODE: &'static str = "ecr";
+    const ERROR_CODES: &'static [&'static str] =
+        &[REPOSITORY_NOT_FOUND, LIFECYCLE_POLICY_NOT_FOUND];
+    fn build(parts: ClientParts) -> Self::Client {
+        let config = aws_sdk_ecr::config::Builder::from(&parts.sdk)
+            .interceptor(parts.interceptor)
+            .http_client(parts.http_client)
+            .build();
+        aws_sdk_ecr::Client::from_conf(config)
+    }
+}
+
+const REPOSITORY_NOT_FOUND: &str = "RepositoryNotFoundException";
+const LIFECYCLE_POLICY_NOT_FOUND: &str = "LifecyclePolicyNotFoundException";
+
 /// API requests per second for every ECR collector. The rate limiter is shared per
 /// account, region and service by all ECR collectors at the strictest of their
 /// settings, so they all default to this one; ECR's read APIs allow far more.
-const ECR_RATE: Rate = Rate(20.0);
+const ECR_RATE: f64 = 20.0;
 
 /// Settings for the collectors that make a call per repository, so that a refresh of
 /// 5,000 repositories (about 5,005 calls: a DescribeRepositories page per 1,000
@@ -51,19 +56,13 @@ const ECR_RATE: Rate = Rate(20.0);
 /// 20 requests per second it takes about 250 s, under the 8-minute timeout and the
 /// 10-minute interval. Images accumulate over days, so ten minutes loses nothing an
 /// alert needs.
-fn per_repository_defaults() -> CollectorConfig {
-    CollectorConfig {
-        refresh_interval: Dur(Duration::from_secs(600)),
-        timeout: Dur(Duration::from_secs(480)),
-        rate_limit: ECR_RATE,
-        concurrency: Concurrency(8),
-        ..CollectorConfig::default()
-    }
-}
-
-/// Bounds pages per listing, far above any real registry (100,000 images of 1,000-entry
-/// pages even with several tags each), so a server that keeps returning tokens stops.
-const MAX_PAGES: usize = 10_000;
+const PER_REPOSITORY_DEFAULTS: Defaults = Defaults {
+    refresh_interval: Duration::from_secs(600),
+    timeout: Duration::from_secs(480),
+    rate_limit: ECR_RATE,
+    concurrency: 8,
+    ..Defaults::LIBRARY
+};
 
 #[derive(Debug, Default)]
 pub struct RepositoriesCollector;
@@ -74,15 +73,15 @@ impl Collector for RepositoriesCollector {
         "ecr_repositories"
     }
 
-    fn defaults(&self) -> CollectorConfig {
-        CollectorConfig {
+    fn defaults(&self) -> Defaults {
+        Defaults {
             rate_limit: ECR_RATE,
-            ..CollectorConfig::default()
+            ..Defaults::LIBRARY
         }
     }
 
-    fn quotas(&self) -> &'static [QuotaSpec] {
-        &[REPOSITORIES]
+    fn quotas(&self) -> Vec<QuotaSpec> {
+        vec![REPOSITORIES]
     }
 
     async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
@@ -102,26 +101,29 @@ impl Collector for ImagesCollector {
         "ecr_images"
     }
 
-    fn defaults(&self) -> CollectorConfig {
-        per_repository_defaults()
+    fn defaults(&self) -> Defaults {
+        PER_REPOSITORY_DEFAULTS
     }
 
-    fn quotas(&self) -> &'static [QuotaSpec] {
-        &[IMAGES]
+    fn per_resource(&self) -> bool {
+        true
+    }
+
+    fn quotas(&self) -> Vec<QuotaSpec> {
+        vec![IMAGES]
     }
 
     async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
         let names = wanted_repositories(target).await?;
-        let client: aws_sdk_ecr::Client = target.client();
+        let client: aws_sdk_ecr::Client = target.client::<Ecr>();
         let counted: Vec<Option<Usage>> = stream::iter(names)
             .map(|name| {
                 let client = client.clone();
                 async move {
-                    Ok::<_, CollectError>(count_images(&client, &name).await?.map(|n| Usage {
-                        quota_code: IMAGES.quota_code,
-                        resource: name,
-                        value: n as f64,
-                    }))
+                    let count = count_images(&client, &name).await?;
+                    Ok::<_, CollectError>(
+                        count.map(|n| Usage::of_resource(&IMAGES, name, n as f64)),
+                    )
                 }
             })
             .buffer_unordered(target.concurrency())
@@ -148,12 +150,16 @@ impl Collector for LifecyclePoliciesCollector {
         "ecr_lifecycle_policies"
     }
 
-    fn defaults(&self) -> CollectorConfig {
-        per_repository_defaults()
+    fn defaults(&self) -> Defaults {
+        PER_REPOSITORY_DEFAULTS
     }
 
-    fn quotas(&self) -> &'static [QuotaSpec] {
-        &[]
+    fn per_resource(&self) -> bool {
+        true
+    }
+
+    fn quotas(&self) -> Vec<QuotaSpec> {
+        Vec::new()
     }
 
     fn enabled_by_default(&self) -> bool {
@@ -163,7 +169,7 @@ impl Collector for LifecyclePoliciesCollector {
     async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
         const OP: &str = "GetLifecyclePolicy";
         let names = wanted_repositories(target).await?;
-        let client: aws_sdk_ecr::Client = target.client();
+        let client: aws_sdk_ecr::Client = target.client::<Ecr>();
         let found: Vec<Option<Fact>> = stream::iter(names)
             .map(|name| {
                 let client = client.clone();
@@ -172,8 +178,8 @@ impl Collector for LifecyclePoliciesCollector {
                     let present = match r {
                         Ok(_) => 1.0,
                         Err(e) => match CollectError::from_sdk(OP, &e) {
-                            e if e.code == "LifecyclePolicyNotFoundException" => 0.0,
-                            e if e.code == "RepositoryNotFoundException" => return Ok(None),
+                            e if e.is(LIFECYCLE_POLICY_NOT_FOUND) => 0.0,
+                            e if e.is(REPOSITORY_NOT_FOUND) => return Ok(None),
                             e => return Err(e),
                         },
                     };
@@ -210,31 +216,30 @@ async fn wanted_repositories(target: &Target) -> Result<Vec<String>, CollectErro
 /// Calls `f` with each repository name, paging DescribeRepositories at its maximum.
 async fn for_each_repository(target: &Target, mut f: impl FnMut(&str)) -> Result<(), CollectError> {
     const OP: &str = "DescribeRepositories";
-    let client: aws_sdk_ecr::Client = target.client();
-    let mut token = None;
-    for _ in 0..MAX_PAGES {
-        let page = client
-            .describe_repositories()
-            .max_results(PAGE_SIZE)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| CollectError::from_sdk(OP, &e))?;
-        for r in page.repositories() {
-            let name = r.repository_name().ok_or_else(|| {
-                CollectError::malformed(OP, "a repository without repositoryName")
-            })?;
-            f(name);
-        }
-        match page.next_token {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => return Ok(()),
-        }
-    }
-    Err(CollectError::malformed(
+    let client: aws_sdk_ecr::Client = target.client::<Ecr>();
+    let client = &client;
+    pages(
         OP,
-        format!("still paging after {MAX_PAGES} pages"),
-    ))
+        |token| async move {
+            client
+                .describe_repositories()
+                .max_results(PAGE_SIZE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| CollectError::from_sdk(OP, &e))
+        },
+        |page| {
+            for r in page.repositories() {
+                let name = r.repository_name().ok_or_else(|| {
+                    CollectError::malformed(OP, "a repository without repositoryName")
+                })?;
+                f(name);
+            }
+            Ok(page.next_token)
+        },
+    )
+    .await
 }
 
 /// The number of images in a repository as ECR counts them against the quota: one per
@@ -251,48 +256,41 @@ async fn count_images(
     // images holds under 2 MiB while it is counted. Digests are SHA-256, so a collision
     // among 100,000 is about one chance in 10^9.
     let mut digests: HashSet<u64> = HashSet::new();
-    let mut token = None;
-    for _ in 0..MAX_PAGES {
-        let page = client
-            .list_images()
-            .repository_name(repository)
-            .max_results(PAGE_SIZE)
-            .set_next_token(token.take())
-            .send()
-            .await;
-        let page = match page {
-            Ok(p) => p,
-            Err(e) => {
-                let e = CollectError::from_sdk(OP, &e);
-                if e.code == "RepositoryNotFoundException" {
-                    return Ok(None);
-                }
-                return Err(e);
-            }
-        };
-        for id in page.image_ids() {
-            let digest = id
-                .image_digest()
-                .ok_or_else(|| CollectError::malformed(OP, "an image without imageDigest"))?;
-            let mut h = DefaultHasher::new();
-            digest.hash(&mut h);
-            digests.insert(h.finish());
-        }
-        match page.next_token {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => return Ok(Some(digests.len() as u64)),
-        }
-    }
-    Err(CollectError::malformed(
+    let listed = pages(
         OP,
-        format!("still paging after {MAX_PAGES} pages"),
-    ))
+        |token| async move {
+            client
+                .list_images()
+                .repository_name(repository)
+                .max_results(PAGE_SIZE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| CollectError::from_sdk(OP, &e))
+        },
+        |page| {
+            for id in page.image_ids() {
+                let digest = id
+                    .image_digest()
+                    .ok_or_else(|| CollectError::malformed(OP, "an image without imageDigest"))?;
+                let mut h = DefaultHasher::new();
+                digest.hash(&mut h);
+                digests.insert(h.finish());
+            }
+            Ok(page.next_token)
+        },
+    )
+    .await;
+    match listed {
+        Ok(()) => Ok(Some(digests.len() as u64)),
+        Err(e) if e.is(REPOSITORY_NOT_FOUND) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use headroom_common::config::{Config, Known};
 
     #[test]
     fn defaults_fit_a_refresh_of_5000_repositories() {
@@ -301,31 +299,18 @@ mod tests {
             &ImagesCollector,
             &LifecyclePoliciesCollector,
         ];
-        let known: Vec<Known<'_>> = collectors
-            .iter()
-            .map(|c| Known {
-                name: c.name(),
-                quotas: c.quotas(),
-                defaults: c.defaults(),
-            })
-            .collect();
-        let config = Config::parse("", &known).expect("the defaults are a valid config");
         // The collectors share one limiter at the strictest rate: all the same.
         for c in collectors {
-            assert_eq!(
-                config.collector(c.name()).rate_limit,
-                ECR_RATE,
-                "{}",
-                c.name()
-            );
+            assert_eq!(c.defaults().rate_limit, ECR_RATE, "{}", c.name());
         }
-        let images = config.collector("ecr_images");
+        let images = ImagesCollector.defaults();
         let calls = 5_000.0 / f64::from(PAGE_SIZE) + 5_000.0;
-        let needed = calls / images.rate_limit.0;
+        let needed = calls / images.rate_limit;
         assert!(
-            needed < images.timeout.0.as_secs_f64() * 0.6,
+            needed < images.timeout.as_secs_f64() * 0.6,
             "{calls} calls take {needed}s, too close to the timeout"
         );
-        assert!(images.timeout.0 < images.refresh_interval.0);
+        assert!(images.timeout < images.refresh_interval);
+        assert!(images.refresh_interval <= images.max_staleness);
     }
 }

@@ -2,27 +2,37 @@
 //! settings. Values are validated while they are parsed, so the parser's error names
 //! the key and the line; checks that need the whole file name the key.
 
+mod ids;
+mod pattern;
+mod values;
+mod yaml;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::collector::QuotaSpec;
+use crate::api::{Collector, Defaults, QuotaSpec};
+
+pub(crate) use ids::{AccountId, NonEmptyString, Region, RoleArn, SessionName};
+pub(crate) use pattern::Pattern;
+pub(crate) use values::{
+    format_duration, Attempts, Concurrency, Dur, LimitValue, NonEmpty, Rate, Ratio,
+};
+pub(crate) use yaml::parse_yaml;
 
 /// A configuration error: which file, and what is wrong (the message names the key).
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {message}", file.display())]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     pub file: PathBuf,
     pub message: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// Accounts to cover; default: one account, the default credential chain.
     #[serde(default)]
     pub accounts: Option<NonEmpty<AccountConfig>>,
@@ -42,7 +52,7 @@ pub struct Config {
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct AccountConfig {
+pub(crate) struct AccountConfig {
     /// The 12-digit account ID; default: from the role ARN, else STS GetCallerIdentity.
     #[serde(default)]
     pub account_id: Option<AccountId>,
@@ -60,10 +70,11 @@ pub struct AccountConfig {
 }
 
 /// One collector's settings as the file writes them: a key left out takes the
-/// collector's own default (see [`Known::defaults`]).
+/// collector's own default (see [`Known::defaults`]). The per-resource keys are
+/// `Option`s so that a collector that counts no resources can refuse them when set.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct CollectorEntry {
+pub(crate) struct CollectorEntry {
     pub enabled: Option<bool>,
     pub refresh_interval: Option<Dur>,
     pub limits_refresh_interval: Option<Dur>,
@@ -71,16 +82,16 @@ pub struct CollectorEntry {
     pub max_staleness: Option<Dur>,
     pub rate_limit: Option<Rate>,
     pub limit_overrides: BTreeMap<String, LimitValue>,
-    pub include: Vec<Pattern>,
-    pub exclude: Vec<Pattern>,
+    pub include: Option<Vec<Pattern>>,
+    pub exclude: Option<Vec<Pattern>>,
     pub min_usage_ratio: Option<Ratio>,
     pub concurrency: Option<Concurrency>,
 }
 
 impl CollectorEntry {
     /// These settings over `defaults`.
-    fn over(&self, defaults: &CollectorConfig) -> CollectorConfig {
-        let d = defaults.clone();
+    fn over(&self, defaults: &Defaults) -> CollectorConfig {
+        let d = CollectorConfig::from(*defaults);
         CollectorConfig {
             enabled: self.enabled.or(d.enabled),
             refresh_interval: self.refresh_interval.unwrap_or(d.refresh_interval),
@@ -91,17 +102,30 @@ impl CollectorEntry {
             max_staleness: self.max_staleness.unwrap_or(d.max_staleness),
             rate_limit: self.rate_limit.unwrap_or(d.rate_limit),
             limit_overrides: self.limit_overrides.clone(),
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
+            include: self.include.clone().unwrap_or_default(),
+            exclude: self.exclude.clone().unwrap_or_default(),
             min_usage_ratio: self.min_usage_ratio.unwrap_or(d.min_usage_ratio),
             concurrency: self.concurrency.unwrap_or(d.concurrency),
         }
+    }
+
+    /// The per-resource keys this entry sets, by name.
+    fn resource_keys(&self) -> Vec<&'static str> {
+        [
+            ("include", self.include.is_some()),
+            ("exclude", self.exclude.is_some()),
+            ("min_usage_ratio", self.min_usage_ratio.is_some()),
+            ("concurrency", self.concurrency.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
     }
 }
 
 /// One collector's settings, its defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CollectorConfig {
+pub(crate) struct CollectorConfig {
     /// Run this collector; default: yes, except for optional ones.
     pub enabled: Option<bool>,
     pub refresh_interval: Dur,
@@ -123,48 +147,69 @@ pub struct CollectorConfig {
     pub concurrency: Concurrency,
 }
 
-/// The library's defaults; a collector may change some (see `Collector::defaults`).
-impl Default for CollectorConfig {
-    fn default() -> Self {
+/// A collector's defaults (see `Collector::defaults`), nothing set by the file.
+impl From<Defaults> for CollectorConfig {
+    fn from(d: Defaults) -> Self {
         CollectorConfig {
             enabled: None,
-            refresh_interval: Dur(Duration::from_secs(300)),
-            limits_refresh_interval: Dur(Duration::from_secs(3600)),
-            timeout: Dur(Duration::from_secs(120)),
-            max_staleness: Dur(Duration::from_secs(1800)),
-            rate_limit: Rate(5.0),
+            refresh_interval: Dur(d.refresh_interval),
+            limits_refresh_interval: Dur(d.limits_refresh_interval),
+            timeout: Dur(d.timeout),
+            max_staleness: Dur(d.max_staleness),
+            rate_limit: Rate(d.rate_limit),
             limit_overrides: BTreeMap::new(),
             include: Vec::new(),
             exclude: Vec::new(),
             min_usage_ratio: Ratio(0.0),
-            concurrency: Concurrency(4),
+            concurrency: Concurrency(d.concurrency),
         }
+    }
+}
+
+/// The library's defaults.
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig::from(Defaults::LIBRARY)
     }
 }
 
 /// What the config needs to know of one collector of the exporter.
 #[derive(Debug, Clone)]
-pub struct Known<'a> {
-    pub name: &'a str,
-    pub quotas: &'a [QuotaSpec],
+pub(crate) struct Known {
+    pub name: &'static str,
+    pub quotas: Vec<QuotaSpec>,
     /// The settings a key left out of the file takes.
-    pub defaults: CollectorConfig,
+    pub defaults: Defaults,
+    /// Whether the per-resource keys apply.
+    pub per_resource: bool,
 }
 
-impl<'a> Known<'a> {
-    /// A collector with the library's default settings.
-    pub fn new(name: &'a str, quotas: &'a [QuotaSpec]) -> Self {
+impl Known {
+    /// A collector with the library's default settings, counting no single resources.
+    #[cfg(test)]
+    pub(crate) fn new(name: &'static str, quotas: &[QuotaSpec]) -> Self {
         Known {
             name,
-            quotas,
-            defaults: CollectorConfig::default(),
+            quotas: quotas.to_vec(),
+            defaults: Defaults::LIBRARY,
+            per_resource: false,
+        }
+    }
+
+    /// What the config needs to know of `collector`.
+    pub(crate) fn of(collector: &dyn Collector) -> Self {
+        Known {
+            name: collector.name(),
+            quotas: collector.quotas(),
+            defaults: collector.defaults(),
+            per_resource: collector.per_resource(),
         }
     }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct AwsConfig {
+pub(crate) struct AwsConfig {
     /// Attempts per request, the first included (retries on throttling and 5xx).
     pub max_attempts: Attempts,
     /// The first retry's backoff; later ones grow exponentially, with jitter.
@@ -185,7 +230,7 @@ impl Default for AwsConfig {
 
 impl Config {
     /// Reads and validates a file against the collectors of one exporter.
-    pub fn load(path: &Path, known: &[Known<'_>]) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path, known: &[Known]) -> Result<Config, ConfigError> {
         let err = |message: String| ConfigError {
             file: path.to_path_buf(),
             message,
@@ -196,7 +241,7 @@ impl Config {
 
     /// Parses and validates YAML text; the error message names the key.
     /// An empty text gives every default.
-    pub fn parse(text: &str, known: &[Known<'_>]) -> Result<Config, String> {
+    pub(crate) fn parse(text: &str, known: &[Known]) -> Result<Config, String> {
         let mut config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
@@ -213,7 +258,7 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self, known: &[Known<'_>]) -> Result<(), String> {
+    fn validate(&self, known: &[Known]) -> Result<(), String> {
         for (name, entry) in &self.collectors {
             let Some(k) = known.iter().find(|k| k.name == name) else {
                 let names: Vec<&str> = known.iter().map(|k| k.name).collect();
@@ -222,8 +267,14 @@ impl Config {
                     names.join(", ")
                 ));
             };
-            let (c, specs) = (entry.over(&k.defaults), k.quotas);
+            let (c, specs) = (entry.over(&k.defaults), &k.quotas);
             let key = format!("collectors.{name}");
+            // Settings belong to the collector that uses them.
+            if let (false, Some(first)) = (k.per_resource, entry.resource_keys().first()) {
+                return Err(format!(
+                    "{key}.{first}: {name} counts no single resources, so it takes no {first} (only per-resource collectors do)"
+                ));
+            }
             // A value left out is the collector's default: say so, so that the user
             // knows which key to add.
             let shown = |set: bool, d: &Dur| {
@@ -255,10 +306,7 @@ impl Config {
             }
             check_overrides(&format!("{key}.limit_overrides"), &c.limit_overrides, specs)?;
         }
-        let all_specs: Vec<QuotaSpec> = known
-            .iter()
-            .flat_map(|k| k.quotas.iter().copied())
-            .collect();
+        let all_specs: Vec<QuotaSpec> = known.iter().flat_map(|k| k.quotas.clone()).collect();
         let mut seen = BTreeSet::new();
         for (i, a) in self.accounts.iter().flat_map(|a| a.0.iter()).enumerate() {
             let key = format!("accounts[{i}]");
@@ -308,30 +356,9 @@ impl Config {
     }
 
     /// The settings of one collector, its defaults filled in.
-    pub fn collector(&self, name: &str) -> CollectorConfig {
+    pub(crate) fn collector(&self, name: &str) -> CollectorConfig {
         self.resolved.get(name).cloned().unwrap_or_default()
     }
-}
-
-/// Deserializes YAML, naming the full key path of an error (serde_yaml alone names the
-/// enclosing map, not the key) and the line where the parser gives one.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.inner().to_string();
-        // serde_yaml may prefix its own (shorter) path; keep one, the full one.
-        let inner = match inner.split_once(": ") {
-            Some((prefix, rest)) if !prefix.contains(' ') && path.starts_with(prefix) => {
-                rest.to_string()
-            }
-            _ => inner,
-        };
-        if path == "." || path.is_empty() {
-            inner
-        } else {
-            format!("{path}: {inner}")
-        }
-    })
 }
 
 fn check_overrides(
@@ -340,8 +367,8 @@ fn check_overrides(
     specs: &[QuotaSpec],
 ) -> Result<(), String> {
     for code in overrides.keys() {
-        if !specs.iter().any(|s| s.quota_code == code) {
-            let known: Vec<&str> = specs.iter().map(|s| s.quota_code).collect();
+        if !specs.iter().any(|s| s.quota_code == code.as_str()) {
+            let known: Vec<&str> = specs.iter().map(|s| s.quota_code.as_ref()).collect();
             return Err(format!(
                 "{key}.{code}: unknown quota code, expected one of: {}",
                 known.join(", ")
@@ -351,365 +378,20 @@ fn check_overrides(
     Ok(())
 }
 
-/// Deserializes a string and validates it with `check`, which returns the message.
-fn checked_string<'de, D: Deserializer<'de>>(
-    d: D,
-    check: fn(&str) -> Result<(), String>,
-) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    check(&s).map_err(de::Error::custom)?;
-    Ok(s)
-}
-
-macro_rules! validated_string {
-    ($(#[$m:meta])* $name:ident, $check:expr) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(pub String);
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                checked_string(d, $check).map($name)
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-validated_string!(
-    /// A 12-digit AWS account ID, written as a string (quote it in YAML).
-    AccountId,
-    check_account_id
-);
-validated_string!(
-    /// An IAM role ARN: `arn:<partition>:iam::<12 digits>:role/<path and name>`.
-    RoleArn,
-    check_role_arn
-);
-validated_string!(
-    /// An AWS region name such as `eu-west-1`.
-    Region,
-    check_region
-);
-validated_string!(
-    /// An STS role session name: 2 to 64 of `[\w+=,.@-]`.
-    SessionName,
-    check_session_name
-);
-validated_string!(NonEmptyString, |s: &str| if s.is_empty() {
-    Err("must not be empty".to_string())
-} else {
-    Ok(())
-});
-
-impl RoleArn {
-    /// The account ID inside the ARN (validated at parse time).
-    pub fn account_id(&self) -> &str {
-        self.0.split(':').nth(4).unwrap_or_default()
-    }
-}
-
-fn check_account_id(s: &str) -> Result<(), String> {
-    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(())
-    } else {
-        Err(format!("invalid account ID {s:?}: expected 12 digits"))
-    }
-}
-
-fn check_role_arn(s: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("malformed role ARN {s:?}: {why}"));
-    let parts: Vec<&str> = s.splitn(6, ':').collect();
-    if parts.len() != 6 || parts[0] != "arn" {
-        return bad("expected arn:<partition>:iam::<account-id>:role/<name>");
-    }
-    if !matches!(
-        parts[1],
-        "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b"
-    ) {
-        return bad("unknown partition");
-    }
-    if parts[2] != "iam" || !parts[3].is_empty() {
-        return bad("expected the iam service and an empty region");
-    }
-    if check_account_id(parts[4]).is_err() {
-        return bad("the account ID must be 12 digits");
-    }
-    let Some(name) = parts[5].strip_prefix("role/") else {
-        return bad("the resource must start with role/");
-    };
-    let ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c);
-    if name.is_empty() || name.ends_with('/') || !name.chars().all(ok) {
-        return bad("invalid role name");
-    }
-    Ok(())
-}
-
-fn check_region(s: &str) -> Result<(), String> {
-    // Letters-and-dashes groups ending in a number: us-east-1, us-gov-west-1, eu-central-2.
-    let parts: Vec<&str> = s.split('-').collect();
-    let ok = parts.len() >= 3
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
-        && !parts[parts.len() - 1].is_empty();
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid region {s:?}: expected a name such as eu-west-1"
-        ))
-    }
-}
-
-fn check_session_name(s: &str) -> Result<(), String> {
-    let ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
-    if (2..=64).contains(&s.len()) && s.chars().all(ok) {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid session name {s:?}: 2 to 64 letters, digits or +=,.@_-"
-        ))
-    }
-}
-
-/// A list that must hold at least one item.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NonEmpty<T>(pub Vec<T>);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for NonEmpty<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Vec::<T>::deserialize(d)?;
-        if v.is_empty() {
-            return Err(de::Error::custom(
-                "must list at least one item (leave the key out for the default)",
-            ));
-        }
-        Ok(NonEmpty(v))
-    }
-}
-
-/// A duration written as `90s`, `5m`, `1h30m` or `250ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(de::Error::custom)
-    }
-}
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_duration(self.0))
-    }
-}
-
-/// Parses `1h30m`, `5m`, `90s`, `250ms`; the result must be positive.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("invalid duration {s:?}: expected a number with a unit (ms, s, m, h), such as 5m or 1h30m")
-    };
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => return Err(bad()),
-        };
-        total = total.saturating_add(d);
-    }
-    if total.is_zero() {
-        return Err(format!("invalid duration {s:?}: must be more than zero"));
-    }
-    Ok(total)
-}
-
-/// Formats a duration the way the config file writes it (`5m`, `1h30m`, `250ms`).
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if !ms.is_multiple_of(1000) {
-        return format!("{ms}ms");
-    }
-    let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
-}
-
-/// Requests per second, more than zero.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
-pub struct Rate(pub f64);
-
-impl<'de> Deserialize<'de> for Rate {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
-        if v.is_finite() && v > 0.0 {
-            Ok(Rate(v))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid rate {v}: expected requests per second, more than zero"
-            )))
-        }
-    }
-}
-
-/// A limit value: a finite number, zero or more.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
-pub struct LimitValue(pub f64);
-
-impl<'de> Deserialize<'de> for LimitValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
-        if v.is_finite() && v >= 0.0 {
-            Ok(LimitValue(v))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid limit {v}: expected a number, zero or more"
-            )))
-        }
-    }
-}
-
-/// A name pattern: `*` matches any run of characters, `?` one character.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern(pub String);
-
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_string(d, |s| {
-            if s.is_empty() {
-                Err("a pattern must not be empty".into())
-            } else {
-                Ok(())
-            }
-        })
-        .map(Pattern)
-    }
-}
-
-impl Pattern {
-    pub fn matches(&self, name: &str) -> bool {
-        glob_match(self.0.as_bytes(), name.as_bytes())
-    }
-}
-
-/// Iterative wildcard match with backtracking to the last `*`: linear in practice.
-fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    let (mut p, mut n) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == name[n]) {
-            p += 1;
-            n += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, n));
-            p += 1;
-        } else if let Some((sp, sn)) = star {
-            p = sp + 1;
-            n = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-/// A ratio from 0 to 1.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
-pub struct Ratio(pub f64);
-
-impl<'de> Deserialize<'de> for Ratio {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
-        if (0.0..=1.0).contains(&v) {
-            Ok(Ratio(v))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid ratio {v}: expected 0 to 1, such as 0.5"
-            )))
-        }
-    }
-}
-
-/// Resources counted at once: 1 to 64.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Concurrency(pub usize);
-
-impl<'de> Deserialize<'de> for Concurrency {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = usize::deserialize(d)?;
-        if (1..=64).contains(&v) {
-            Ok(Concurrency(v))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid concurrency {v}: expected 1 to 64"
-            )))
-        }
-    }
-}
-
-/// Attempts per request: 1 to 20.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Attempts(pub u32);
-
-impl<'de> Deserialize<'de> for Attempts {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = u32::deserialize(d)?;
-        if (1..=20).contains(&v) {
-            Ok(Attempts(v))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid attempt count {v}: expected 1 to 20"
-            )))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const SPECS: &[QuotaSpec] = &[QuotaSpec {
-        service_code: "ssm",
-        quota_code: "L-TEST",
-        quota_name: "Test quota",
-        builtin_limit: 10.0,
-        adjustable: false,
-        in_service_quotas: true,
-        resource_level: false,
-    }];
-    fn q() -> Vec<Known<'static>> {
-        vec![Known::new("things", SPECS)]
+    const SPECS: &[QuotaSpec] = &[QuotaSpec::service_quota(
+        "ssm",
+        "L-TEST",
+        "Test quota",
+        10.0,
+    )];
+    fn q() -> Vec<Known> {
+        let mut things = Known::new("things", SPECS);
+        things.per_resource = true;
+        vec![things, Known::new("plain", SPECS)]
     }
 
     fn err(yaml: &str) -> String {
@@ -815,9 +497,9 @@ aws:
     #[test]
     fn a_collector_s_own_defaults_fill_what_the_file_leaves_out() {
         let mut slow = Known::new("slow", SPECS);
-        slow.defaults.refresh_interval = Dur(Duration::from_secs(600));
-        slow.defaults.timeout = Dur(Duration::from_secs(300));
-        slow.defaults.rate_limit = Rate(20.0);
+        slow.defaults.refresh_interval = Duration::from_secs(600);
+        slow.defaults.timeout = Duration::from_secs(300);
+        slow.defaults.rate_limit = 20.0;
         let known = [Known::new("things", SPECS), slow];
         let c = Config::parse("collectors:\n  slow:\n    rate_limit: 7\n", &known).expect("valid");
         let s = c.collector("slow");
@@ -839,18 +521,6 @@ aws:
             e.contains("collectors.slow.timeout: 5m (the collector's default) is longer than refresh_interval (2m)"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn patterns() {
-        let p = |s: &str| Pattern(s.to_string());
-        assert!(p("team-*").matches("team-a"));
-        assert!(p("team-*").matches("team-"));
-        assert!(!p("team-*").matches("other"));
-        assert!(p("*/cache").matches("a/b/cache"));
-        assert!(p("a?c").matches("abc") && !p("a?c").matches("abbc"));
-        assert!(p("*a*b*").matches("xxaxxbxx") && !p("*a*b*").matches("xxbxxaxx"));
-        assert!(p("exact").matches("exact") && !p("exact").matches("exact2"));
     }
 
     #[test]
@@ -877,17 +547,21 @@ aws:
     }
 
     #[test]
-    fn durations_round_trip() {
-        for (s, d) in [("5m", 300), ("1h30m", 5400), ("90s", 90), ("2h", 7200)] {
-            assert_eq!(parse_duration(s), Ok(Duration::from_secs(d)));
-            assert_eq!(
-                parse_duration(&format_duration(Duration::from_secs(d))),
-                Ok(Duration::from_secs(d))
+    fn per_resource_keys_belong_to_per_resource_collectors() {
+        for key in [
+            "include: [\"a\"]",
+            "exclude: []",
+            "min_usage_ratio: 0.5",
+            "concurrency: 2",
+        ] {
+            let name = key.split(':').next().unwrap_or_default();
+            let e = err(&format!("collectors:\n  plain:\n    {key}\n"));
+            assert!(
+                e.contains(&format!("collectors.plain.{name}"))
+                    && e.contains("counts no single resources"),
+                "{key}: {e}"
             );
         }
-        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
-        for bad in ["", "5", "m", "5 minutes", "-1s", "1.5h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
+        assert!(Config::parse("collectors:\n  plain:\n    rate_limit: 2\n", &q()).is_ok());
     }
 }

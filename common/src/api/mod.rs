@@ -1,0 +1,115 @@
+//! The collector API: the one interface an exporter implements, and everything it
+//! touches (quota specs, usage, facts, scope, the target handle and its clients, the
+//! error type, paging). This module depends on nothing else in the library; the rest
+//! of the library is built on it.
+
+mod error;
+mod paging;
+mod quota;
+mod target;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use error::{error_code_label, CollectError};
+pub use paging::{pages, MAX_PAGES};
+pub use quota::{Collected, Fact, QuotaSpec, Usage};
+pub use target::{AwsService, ClientParts, ClientSource, ResourceSelection, Target};
+
+/// Where a collector's quotas hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Per account and region: one refresh per configured region.
+    Regional,
+    /// Per account across regions: one refresh per account, with clients in the region
+    /// where AWS manages the quota, exported with `aws_region="global"`.
+    Global { home_region: &'static str },
+}
+
+/// The settings a key left out of the config file takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Defaults {
+    pub refresh_interval: Duration,
+    pub limits_refresh_interval: Duration,
+    pub timeout: Duration,
+    pub max_staleness: Duration,
+    /// AWS API requests per second, shared per account, region and service.
+    pub rate_limit: f64,
+    /// Per-resource collectors: resources counted at once.
+    pub concurrency: usize,
+}
+
+impl Defaults {
+    /// The library's defaults.
+    pub const LIBRARY: Defaults = Defaults {
+        refresh_interval: Duration::from_secs(300),
+        limits_refresh_interval: Duration::from_secs(3600),
+        timeout: Duration::from_secs(120),
+        max_staleness: Duration::from_secs(1800),
+        rate_limit: 5.0,
+        concurrency: 4,
+    };
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults::LIBRARY
+    }
+}
+
+/// A collector counts one service's usage for one target (an account and region).
+///
+/// It never touches the metrics library, HTTP or the scheduler: it gets AWS clients
+/// from the [`Target`] (which counts and rate-limits every request) and returns usage.
+///
+/// ```
+/// use headroom_common::{async_trait, CollectError, Collected, Collector, QuotaSpec, Target, Usage};
+///
+/// const THINGS: QuotaSpec = QuotaSpec::documented("demo", "things", "Things", 10.0);
+///
+/// #[derive(Debug)]
+/// struct ThingsCollector;
+///
+/// #[async_trait]
+/// impl Collector for ThingsCollector {
+///     fn name(&self) -> &'static str {
+///         "demo_things"
+///     }
+///     fn quotas(&self) -> Vec<QuotaSpec> {
+///         vec![THINGS]
+///     }
+///     async fn collect(&self, _target: &Target) -> Result<Collected, CollectError> {
+///         Ok(vec![Usage::new(&THINGS, 3.0)].into())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Collector: Send + Sync + 'static {
+    /// Stable snake_case name, used as the `collector` label and the config key.
+    fn name(&self) -> &'static str;
+    /// The quotas this collector reports usage for (limit overrides name them).
+    fn quotas(&self) -> Vec<QuotaSpec>;
+    /// Whether the collector runs unless the config says `enabled: false` (the
+    /// default); an optional, costlier one returns false and runs only when enabled.
+    fn enabled_by_default(&self) -> bool {
+        true
+    }
+    /// Whether it counts single resources: only then does the config accept
+    /// `include`, `exclude`, `min_usage_ratio` and `concurrency` for it.
+    fn per_resource(&self) -> bool {
+        false
+    }
+    /// The settings a key left out of the config file takes: the library's, unless a
+    /// collector needs others (a per-resource collector with thousands of resources
+    /// needs a higher rate and a longer interval to finish a refresh in time).
+    fn defaults(&self) -> Defaults {
+        Defaults::LIBRARY
+    }
+    /// Regional (the default) or global.
+    fn scope(&self) -> Scope {
+        Scope::Regional
+    }
+    /// Counts usage for one target.
+    async fn collect(&self, target: &Target) -> Result<Collected, CollectError>;
+}

@@ -1,0 +1,133 @@
+//! Identifiers in the config file: account IDs, role ARNs, regions, session names.
+//! Each is validated while it is parsed, so the parser's error names the key.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+/// Deserializes a string and validates it with `check`, which returns the message.
+pub(super) fn checked_string<'de, D: Deserializer<'de>>(
+    d: D,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check(&s).map_err(de::Error::custom)?;
+    Ok(s)
+}
+
+macro_rules! validated_string {
+    ($(#[$m:meta])* $name:ident, $check:expr) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub(crate) struct $name(pub(crate) String);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                checked_string(d, $check).map($name)
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+validated_string!(
+    /// A 12-digit AWS account ID, written as a string (quote it in YAML).
+    AccountId,
+    check_account_id
+);
+validated_string!(
+    /// An IAM role ARN: `arn:<partition>:iam::<12 digits>:role/<path and name>`.
+    RoleArn,
+    check_role_arn
+);
+validated_string!(
+    /// An AWS region name such as `eu-west-1`.
+    Region,
+    check_region
+);
+validated_string!(
+    /// An STS role session name: 2 to 64 of `[\w+=,.@-]`.
+    SessionName,
+    check_session_name
+);
+validated_string!(NonEmptyString, |s: &str| if s.is_empty() {
+    Err("must not be empty".to_string())
+} else {
+    Ok(())
+});
+
+impl RoleArn {
+    /// The account ID inside the ARN (validated at parse time).
+    pub(crate) fn account_id(&self) -> &str {
+        self.0.split(':').nth(4).unwrap_or_default()
+    }
+}
+
+fn check_account_id(s: &str) -> Result<(), String> {
+    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(format!("invalid account ID {s:?}: expected 12 digits"))
+    }
+}
+
+fn check_role_arn(s: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("malformed role ARN {s:?}: {why}"));
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    if parts.len() != 6 || parts[0] != "arn" {
+        return bad("expected arn:<partition>:iam::<account-id>:role/<name>");
+    }
+    if !matches!(
+        parts[1],
+        "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b"
+    ) {
+        return bad("unknown partition");
+    }
+    if parts[2] != "iam" || !parts[3].is_empty() {
+        return bad("expected the iam service and an empty region");
+    }
+    if check_account_id(parts[4]).is_err() {
+        return bad("the account ID must be 12 digits");
+    }
+    let Some(name) = parts[5].strip_prefix("role/") else {
+        return bad("the resource must start with role/");
+    };
+    let ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c);
+    if name.is_empty() || name.ends_with('/') || !name.chars().all(ok) {
+        return bad("invalid role name");
+    }
+    Ok(())
+}
+
+fn check_region(s: &str) -> Result<(), String> {
+    // Letters-and-dashes groups ending in a number: us-east-1, us-gov-west-1, eu-central-2.
+    let parts: Vec<&str> = s.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid region {s:?}: expected a name such as eu-west-1"
+        ))
+    }
+}
+
+fn check_session_name(s: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+    if (2..=64).contains(&s.len()) && s.chars().all(ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid session name {s:?}: 2 to 64 letters, digits or +=,.@_-"
+        ))
+    }
+}
