@@ -1,25 +1,49 @@
 #!/usr/bin/env bash
 # The demo: the local AWS test server seeded with sample data (two accounts, two
 # regions; one account close to its standard-parameter limit, one repository close to
-# its image limit, an account with many buckets), the three exporters against it, and
+# its image limit, an account with many buckets), every exporter against it, and
 # a Prometheus that scrapes them with the project's alert rules.
 # Ctrl-C stops everything this script started.
+#
+# Ports: AWS_PORT (default 4566), PROM_PORT (default 9090), and for each exporter
+# <NAME>_PORT, NAME being its crate's directory under exporters/ (SSM_PORT, ECR_PORT,
+# S3_PORT, ...); an exporter without one listens on its own default port.
+# `scripts/demo.sh --list-exporters` prints the exporters it starts, one
+# "name binary port" a line, and exits (tests/test_exporter_list.py reads it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 AWS_PORT=${AWS_PORT:-4566}
-SSM_PORT=${SSM_PORT:-9810}
-ECR_PORT=${ECR_PORT:-9811}
-S3_PORT=${S3_PORT:-9812}
 PROM_PORT=${PROM_PORT:-9090}
+list_only=false
+[ "${1:-}" = "--list-exporters" ] && list_only=true
 
-scripts/setup.sh
+$list_only || scripts/setup.sh
 if [ -n "${HEADROOM_BIN_DIR:-}" ]; then
   bin=$HEADROOM_BIN_DIR  # binaries built already (the test suite runs the demo this way)
 else
-  echo "demo: building the exporters (the first build takes a few minutes)"
-  cargo build --locked --workspace --bins
+  echo "demo: building the exporters (the first build takes a few minutes)" >&2
+  cargo build --locked --workspace --bins >&2
   bin=target/debug
+fi
+
+# Every exporter crate, so that none is missed: its name (the directory), its binary
+# (the [[bin]] name in its Cargo.toml) and its port ($<NAME>_PORT, else the default
+# its --help shows for --web.listen-address).
+exporters=()
+for crate in exporters/*/; do
+  name=$(basename "$crate")
+  binary=$(sed -n '/^\[\[bin\]\]/,/^\[/ s/^name *= *"\([^"]*\)".*/\1/p' "$crate/Cargo.toml")
+  var=$(printf '%s_PORT' "$name" | tr 'a-z-' 'A-Z_')
+  help=$("$bin/$binary" --help)
+  default=$(sed -n '/--web.listen-address/,$ { /\[default: /{ s/.*\[default: [^]]*:\([0-9][0-9]*\)\].*/\1/p; q; } }' <<<"$help")
+  port=${!var:-$default}
+  [ -n "$binary" ] && [ -n "$port" ] || { echo "demo: cannot tell the binary or port of $crate" >&2; exit 1; }
+  exporters+=("$name $binary $port")
+done
+if $list_only; then
+  printf '%s\n' "${exporters[@]}"
+  exit 0
 fi
 
 pids=()
@@ -40,12 +64,13 @@ grep -q READY "$logdir/aws.out" || { echo "demo: the test server did not start:"
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$AWS_PORT" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \
   AWS_REGION=eu-west-1 AWS_EC2_METADATA_DISABLED=true
-for exp in ssm:$SSM_PORT ecr:$ECR_PORT s3:$S3_PORT; do
-  name=${exp%%:*}; port=${exp##*:}
-  "$bin/${name}_quota_exporter" --config.file=examples/demo.yml --web.listen-address="127.0.0.1:$port" 2>"$logdir/$name.log" &
+for exp in "${exporters[@]}"; do
+  read -r name binary port <<<"$exp"
+  "$bin/$binary" --config.file=examples/demo.yml --web.listen-address="127.0.0.1:$port" 2>"$logdir/$name.log" &
   pids+=($!)
 done
-for port in $SSM_PORT $ECR_PORT $S3_PORT; do
+for exp in "${exporters[@]}"; do
+  read -r _ _ port <<<"$exp"
   for _ in $(seq 1 300); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] && break
     sleep 0.2
@@ -59,8 +84,9 @@ mkdir -p "$logdir/prometheus"
   echo "rule_files:"
   for f in alerts/*.yml; do case "$f" in *.test.yml) ;; *) echo "  - $PWD/$f" ;; esac; done
   echo "scrape_configs:"
-  for exp in ssm:$SSM_PORT ecr:$ECR_PORT s3:$S3_PORT; do
-    echo "  - {job_name: ${exp%%:*}, static_configs: [{targets: ['127.0.0.1:${exp##*:}']}]}"
+  for exp in "${exporters[@]}"; do
+    read -r name _ port <<<"$exp"
+    echo "  - {job_name: $name, static_configs: [{targets: ['127.0.0.1:$port']}]}"
   done
 } >"$logdir/prometheus.yml"
 prometheus --config.file="$logdir/prometheus.yml" --storage.tsdb.path="$logdir/prometheus" \
@@ -71,18 +97,20 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 
-cat <<TXT
-
-headroom demo is running (logs in $logdir)
-  AWS test server        http://127.0.0.1:$AWS_PORT
-  ssm_quota_exporter     http://127.0.0.1:$SSM_PORT/metrics
-  ecr_quota_exporter     http://127.0.0.1:$ECR_PORT/metrics
-  s3_quota_exporter      http://127.0.0.1:$S3_PORT/metrics
-  Prometheus             http://127.0.0.1:$PROM_PORT/alerts  (alert rules: alerts/headroom.rules.yml)
-
-Usage against limits (the fullest first):
-TXT
-for port in $SSM_PORT $ECR_PORT $S3_PORT; do curl -s "http://127.0.0.1:$port/metrics"; done | .venv/bin/python scripts/top_quotas.py 12
+echo
+echo "headroom demo is running (logs in $logdir)"
+printf '  %-22s %s\n' "AWS test server" "http://127.0.0.1:$AWS_PORT"
+for exp in "${exporters[@]}"; do
+  read -r _ binary port <<<"$exp"
+  printf '  %-22s %s\n' "$binary" "http://127.0.0.1:$port/metrics"
+done
+printf '  %-22s %s\n' "Prometheus" "http://127.0.0.1:$PROM_PORT/alerts  (alert rules: alerts/headroom.rules.yml)"
+echo
+echo "Usage against limits (the fullest first):"
+for exp in "${exporters[@]}"; do
+  read -r _ _ port <<<"$exp"
+  curl -s "http://127.0.0.1:$port/metrics"
+done | .venv/bin/python scripts/top_quotas.py 12
 echo
 # The quota alerts wait 15 minutes before firing; they are pending within seconds.
 for _ in $(seq 1 60); do

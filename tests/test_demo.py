@@ -1,7 +1,7 @@
 """The README's demo command, as a newcomer runs it: scripts/demo.sh starts the test
-server, the three exporters and a Prometheus with the alert rules, prints the URLs,
-the fullest quotas and the alerts, and Ctrl-C stops everything it started. It uses the
-suite's build (HEADROOM_BIN_DIR) instead of building again."""
+server, every exporter (tests/exporters.py) and a Prometheus with the alert rules,
+prints the URLs, the fullest quotas and the alerts, and Ctrl-C stops everything it
+started. It uses the suite's build (HEADROOM_BIN_DIR) instead of building again."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import time
 import requests
 
 from conftest import BIN_DIR, ROOT, free_port
+from exporters import EXPORTERS
 
 
 def listening(port: int) -> bool:
@@ -25,7 +26,7 @@ def listening(port: int) -> bool:
 
 
 def test_the_demo_shows_quotas_and_alerts_and_ctrl_c_stops_it():
-    ports = {name: free_port() for name in ("AWS_PORT", "SSM_PORT", "ECR_PORT", "S3_PORT", "PROM_PORT")}
+    ports = {name: free_port() for name in ("AWS_PORT", *(e.port_variable for e in EXPORTERS), "PROM_PORT")}
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "HEADROOM_BIN_DIR": str(BIN_DIR)}
     proc = subprocess.Popen(
         ["scripts/demo.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -55,9 +56,10 @@ def test_the_demo_shows_quotas_and_alerts_and_ctrl_c_stops_it():
             assert line is not None, f"the demo exited with {proc.wait()}:\n{output}"
             output += line
         # The URLs, and every service really there.
-        for name in ("SSM_PORT", "ECR_PORT", "S3_PORT"):
-            assert f"http://127.0.0.1:{ports[name]}/metrics" in output
-            assert requests.get(f"http://127.0.0.1:{ports[name]}/readyz", timeout=5).status_code == 200
+        for e in EXPORTERS:
+            port = ports[e.port_variable]
+            assert e.binary in output and f"http://127.0.0.1:{port}/metrics" in output, f"the demo does not show {e.binary}:\n{output}"
+            assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200, e.binary
         assert f"http://127.0.0.1:{ports['PROM_PORT']}/alerts" in output
         # The sample data's fullest quotas, as the README describes them.
         quotas = output.split("Usage against limits")[1].split("Alerts in Prometheus")[0]

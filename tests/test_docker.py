@@ -11,6 +11,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from exporters import EXPORTERS
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT = ROOT / ".venv" / "bin" / "hadolint"
@@ -58,24 +60,9 @@ def cargo_build(command: str) -> list[str]:
     return args
 
 
-def workspace_binaries() -> set[str]:
-    meta = json.loads(
-        subprocess.run(
-            ["cargo", "metadata", "--no-deps", "--format-version", "1", "--offline"],
-            cwd=ROOT, capture_output=True, text=True, check=True,
-        ).stdout
-    )
-    return {t["name"] for p in meta["packages"] for t in p["targets"] if "bin" in t["kind"]}
-
-
 def default_ports() -> dict[str, int]:
-    ports = {}
-    for main in (ROOT / "exporters").glob("*/src/main.rs"):
-        m = re.search(r'default_listen_address:\s*":(\d+)"', main.read_text())
-        assert m, f"{main}: no default_listen_address"
-        name = re.search(r'^name = "(\w+)"', (main.parent.parent / "Cargo.toml").read_text().split("[[bin]]")[1], re.M)
-        ports[name.group(1)] = int(m.group(1))
-    return ports
+    """Every exporter binary of the workspace (tests/exporters.py) and its default port."""
+    return {e.binary: e.default_port for e in EXPORTERS}
 
 
 def test_hadolint_is_clean():
@@ -118,27 +105,33 @@ def copied_binaries(stage: list[tuple[str, str]]) -> set[str]:
 
 
 def test_every_exporter_binary_is_in_the_image_with_its_port():
-    bins = workspace_binaries()
     ports = default_ports()
-    assert bins == set(ports) and len(bins) == 3
+    bins = set(ports)
     s = stages()
     # The default (last) stage holds all of them and exposes every default port.
     last = list(s)[-1]
-    assert copied_binaries(s[last]) == bins
+    copied = copied_binaries(s[last])
     exposed = {int(p) for word, rest in s[last] if word == "EXPOSE" for p in rest.split()}
-    assert exposed == set(ports.values())
+    for binary, port in ports.items():
+        assert binary in copied, f"Dockerfile: the default stage {last!r} does not copy {binary}"
+        assert port in exposed, f"Dockerfile: the default stage {last!r} does not EXPOSE {binary}'s port {port}"
+    assert copied == bins, f"Dockerfile: the default stage copies {sorted(copied - bins)}, which the workspace does not build"
+    assert exposed == set(ports.values()), f"Dockerfile: the default stage exposes {sorted(exposed - set(ports.values()))}, no exporter's port"
     cmd = next(rest for word, rest in s[last] if word == "CMD")
     assert json.loads(cmd)[0].rsplit("/", 1)[1] in bins
     # One stage per exporter, its binary as entrypoint and its port exposed.
     for binary, port in ports.items():
-        stage = s[binary.replace("_", "-")]
-        assert copied_binaries(stage) == {binary}
-        assert ("EXPOSE", str(port)) in stage
+        stage_name = binary.replace("_", "-")
+        assert stage_name in s, f"Dockerfile: no stage {stage_name!r} for {binary}"
+        stage = s[stage_name]
+        assert copied_binaries(stage) == {binary}, f"Dockerfile: stage {stage_name!r} must copy {binary} alone"
+        assert ("EXPOSE", str(port)) in stage, f"Dockerfile: stage {stage_name!r} does not EXPOSE {port}"
         entry = json.loads(next(rest for word, rest in stage if word == "ENTRYPOINT"))
         assert entry == [f"/usr/local/bin/{binary}"]
     # And the build stage copies out what the workspace builds.
     out = next(rest for word, rest in s["build"] if word == "RUN")
-    assert {b for b in bins if f"target/release/{b}" in out} == bins
+    missing = sorted(b for b in bins if f"target/release/{b}" not in out)
+    assert not missing, f"Dockerfile: the build stage does not copy out {missing}"
 
 
 def test_the_image_runs_as_a_non_root_user_with_oci_labels():

@@ -1,5 +1,6 @@
-"""The alert rules and dashboards against a real Prometheus that scrapes the three
-exporters, which count sample data on the local AWS test server.
+"""The alert rules and dashboards against a real Prometheus that scrapes every exporter
+of the workspace (tests/exporters.py), which count sample data on the local AWS test
+server.
 
 The data puts exactly one quota above the warning threshold: standard parameters in
 eu-west-1 at 850 of a limit lowered to 1,000 by a config override (85%). Everything
@@ -21,6 +22,7 @@ import requests
 import yaml
 
 from conftest import ACCOUNT_A, ACCOUNT_B, ROLE_B, RULE_FILES, AwsServer, Exporter, fast_retries, free_port, terminate, wait_until
+from exporters import EXPORTERS
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
@@ -87,6 +89,22 @@ class Prometheus:
         self.tmp.cleanup()
 
 
+FAST = {"refresh_interval": "5s", "timeout": "5s", "max_staleness": "1m", "rate_limit": 1000}
+# Collector settings by exporter; an exporter not listed here still runs, with its
+# collectors at their defaults (their first refresh is all these tests need).
+COLLECTORS = {
+    "ssm": {"ssm_parameters": {**FAST, "limit_overrides": {"standard_parameters": 1000}}},
+    "ecr": {"ecr_repositories": FAST, "ecr_images": FAST, "ecr_lifecycle_policies": {**FAST, "enabled": True}},
+    "s3": {"s3_buckets": FAST, "s3_directory_buckets": FAST, "s3_access_points": FAST},
+}
+
+
+def exporter_configs() -> dict[str, tuple[str, dict]]:
+    """binary -> (Prometheus job name, config) for every exporter of the workspace."""
+    base = {"accounts": [{}, {"role_arn": ROLE_B}], "regions": REGIONS, "aws": fast_retries()}
+    return {e.binary: (e.short, {**base, "collectors": COLLECTORS.get(e.short, {})}) for e in EXPORTERS}
+
+
 class Stack:
     def __init__(self, prometheus: Prometheus, exporters: dict[str, Exporter]) -> None:
         self.prometheus = prometheus
@@ -108,26 +126,14 @@ def stack() -> Iterator[Stack]:
         aws.seed_s3(buckets={"eu-west-1": 2}, account=ACCOUNT_B)
         # Some throttling, retried: the error panels show real errors.
         aws.fault(operation="DescribeParameters", code="ThrottlingException", status=400, every=3, times=4)
-        fast = {"refresh_interval": "5s", "timeout": "5s", "max_staleness": "1m", "rate_limit": 1000}
-        base = {"accounts": [{}, {"role_arn": ROLE_B}], "regions": REGIONS, "aws": fast_retries()}
-        configs = {
-            "ssm_quota_exporter": {**base, "collectors": {"ssm_parameters": {**fast, "limit_overrides": {"standard_parameters": 1000}}}},
-            "ecr_quota_exporter": {
-                **base,
-                "collectors": {"ecr_repositories": fast, "ecr_images": fast, "ecr_lifecycle_policies": {**fast, "enabled": True}},
-            },
-            "s3_quota_exporter": {
-                **base,
-                "collectors": {"s3_buckets": fast, "s3_directory_buckets": fast, "s3_access_points": fast},
-            },
-        }
-        for binary, cfg in configs.items():
+        configs = exporter_configs()
+        for binary, (_, cfg) in configs.items():
             exporters[binary] = Exporter(binary, aws, cfg)
         for e in exporters.values():
             e.wait_ready(timeout=120)
-        prometheus = Prometheus({name.split("_")[0]: e.url.removeprefix("http://") for name, e in exporters.items()})
+        prometheus = Prometheus({configs[binary][0]: e.url.removeprefix("http://") for binary, e in exporters.items()})
         # Every target scraped, the ratio recorded, and enough samples for rates.
-        wait_until(lambda: len(prometheus.query("up == 1")) == 3, 60, "three targets up")
+        wait_until(lambda: len(prometheus.query("up == 1")) == len(exporters), 60, "every target up")
         wait_until(lambda: prometheus.query(f"{RATIO_RULE}{selector(FULL)}"), 60, "the recording rule")
         wait_until(
             lambda: prometheus.query("count_over_time(aws_quota_exporter_build_info[1m]) >= 5"),
