@@ -314,3 +314,63 @@ mod tests {
         assert!(images.refresh_interval <= images.max_staleness);
     }
 }
+
+#[cfg(test)]
+mod mocked {
+    #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+    use aws_sdk_ecr::operation::list_images::{ListImagesError, ListImagesOutput};
+    use aws_sdk_ecr::types::error::RepositoryNotFoundException;
+    use aws_sdk_ecr::types::ImageIdentifier;
+    use aws_sdk_ecr::Client;
+    use aws_smithy_mocks::{mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::*;
+
+    fn id(digest: &str, tag: Option<&str>) -> ImageIdentifier {
+        ImageIdentifier::builder()
+            .image_digest(digest)
+            .set_image_tag(tag.map(String::from))
+            .build()
+    }
+
+    #[tokio::test]
+    async fn counts_digests_not_tags() {
+        // One image with three tags, one untagged image, one image with one tag.
+        let page = mock!(Client::list_images)
+            .match_requests(|r| {
+                r.repository_name() == Some("team/app") && r.max_results() == Some(PAGE_SIZE)
+            })
+            .then_output(|| {
+                ListImagesOutput::builder()
+                    .image_ids(id("sha256:a", Some("1.0")))
+                    .image_ids(id("sha256:a", Some("1")))
+                    .image_ids(id("sha256:a", Some("latest")))
+                    .image_ids(id("sha256:b", None))
+                    .image_ids(id("sha256:c", Some("0.9")))
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_ecr, [&page]);
+        assert_eq!(
+            count_images(&client, "team/app").await.expect("counted"),
+            Some(3)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repository_deleted_since_it_was_listed_is_skipped() {
+        let gone = mock!(Client::list_images).then_error(|| {
+            ListImagesError::RepositoryNotFoundException(
+                RepositoryNotFoundException::builder()
+                    .meta(ErrorMetadata::builder().code(REPOSITORY_NOT_FOUND).build())
+                    .build(),
+            )
+        });
+        let client = mock_client!(aws_sdk_ecr, [&gone]);
+        assert_eq!(
+            count_images(&client, "team/gone").await.expect("skipped"),
+            None
+        );
+    }
+}

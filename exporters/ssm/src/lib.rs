@@ -109,3 +109,70 @@ pub async fn count_parameters(client: &aws_sdk_ssm::Client) -> Result<(u64, u64)
     .await?;
     Ok((standard, advanced))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+    use aws_sdk_ssm::operation::describe_parameters::DescribeParametersOutput;
+    use aws_sdk_ssm::types::ParameterMetadata;
+    use aws_sdk_ssm::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    use super::*;
+
+    fn parameter(tier: Option<ParameterTier>) -> ParameterMetadata {
+        ParameterMetadata::builder()
+            .name("/p")
+            .set_tier(tier)
+            .build()
+    }
+
+    #[tokio::test]
+    async fn counts_by_tier_across_pages_and_an_untiered_parameter_as_standard() {
+        let first = mock!(Client::describe_parameters)
+            .match_requests(|r| r.next_token().is_none() && r.max_results() == Some(PAGE_SIZE))
+            .then_output(|| {
+                DescribeParametersOutput::builder()
+                    .parameters(parameter(Some(ParameterTier::Standard)))
+                    .parameters(parameter(None))
+                    .parameters(parameter(Some(ParameterTier::Advanced)))
+                    .next_token("page-2")
+                    .build()
+            });
+        // A short, empty page that still carries a token, then the last page.
+        let empty = mock!(Client::describe_parameters)
+            .match_requests(|r| r.next_token() == Some("page-2"))
+            .then_output(|| {
+                DescribeParametersOutput::builder()
+                    .next_token("page-3")
+                    .build()
+            });
+        let last = mock!(Client::describe_parameters)
+            .match_requests(|r| r.next_token() == Some("page-3"))
+            .then_output(|| {
+                DescribeParametersOutput::builder()
+                    .parameters(parameter(Some(ParameterTier::Standard)))
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&first, &empty, &last]);
+        assert_eq!(count_parameters(&client).await.expect("counted"), (3, 1));
+        assert_eq!(
+            (first.num_calls(), empty.num_calls(), last.num_calls()),
+            (1, 1, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_tier_fails_the_refresh_instead_of_counting_wrong() {
+        let page = mock!(Client::describe_parameters).then_output(|| {
+            DescribeParametersOutput::builder()
+                .parameters(parameter(Some(ParameterTier::from("Premium"))))
+                .build()
+        });
+        let client = mock_client!(aws_sdk_ssm, [&page]);
+        let e = count_parameters(&client).await.expect_err("unknown tier");
+        assert_eq!(e.code, "malformed_response");
+        assert!(e.message.contains("Premium"), "{e}");
+    }
+}
