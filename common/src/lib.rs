@@ -5,17 +5,16 @@
 //! The modules form layers, each using only those below it:
 //!
 //! ```text
-//! lib (main)         start-up: flags, config, targets, scheduler, server
-//! server             HTTP: /metrics, /healthz, /readyz, landing page, basic auth
-//! scheduler          one refresh task per (collector, target)
-//! metrics            the prometheus crate: request counters, rendering
-//! snapshot           the last good samples of every (collector, target)
-//! aws                targets, credentials, counted and rate-limited clients
-//! limits             limit resolution, Service Quotas in bulk
-//! config, webconfig  the configuration files
-//! ratelimit, telemetry, cli
-//! api                the collector API: depends on nothing else here
+//! lib (main)           start-up: flags, config, targets, scheduler, server
+//! scheduler            one refresh task per (collector, target)
+//! server   aws         HTTP endpoints | targets, credentials, counted and rate-limited clients
+//! metrics              the prometheus crate: request counters, rendering
+//! snapshot webconfig   the last good samples | the web config file
+//! config   limits cli  the config file | limit resolution, Service Quotas in bulk | flags
+//! api ratelimit telemetry
 //! ```
+//!
+//! `api` is the collector API, and depends on nothing else here.
 
 mod api;
 mod aws;

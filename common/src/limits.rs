@@ -572,4 +572,5 @@ mod tests {
 }
 
 #[cfg(test)]
+#[path = "limits/tests/against_test_server.rs"]
 mod against_test_server;

@@ -132,7 +132,7 @@ fn snapshot_families(snapshot: &Snapshot, now: SystemTime) -> Vec<MetricFamily> 
     );
     let mut info = family(
         "aws_quota_info",
-        format!("Always 1; where the limit came from (override, applied, default, builtin) and whether it is adjustable. {cached}"),
+        format!("Always 1; where the limit came from (override, service, applied, default, builtin) and whether it is adjustable. {cached}"),
     );
     let mut success = family(
         "aws_quota_exporter_collector_success",
