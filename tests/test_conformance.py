@@ -346,3 +346,25 @@ def test_credentials_are_never_logged(aws, exporter, exp):
     for needle in (secret, key_id, external_id):
         assert needle not in logs, f"{exp.binary} logged {needle!r}"
     assert credential_shapes(logs) == [], f"{exp.binary} logged something shaped like a credential"
+
+
+@pytest.mark.parametrize("exp", EXPORTERS, ids=str)
+def test_gzip_when_asked_and_plain_text_otherwise(aws, exporter, exp: Exporter):
+    """`Accept-Encoding: gzip` gets the same exposition gzipped (one gzip member, as
+    Prometheus sends and reads it); a client that does not ask gets plain text."""
+    import gzip
+
+    p = profile(exp)
+    p.seed(aws, ACCOUNT_A, N_A)
+    e = exporter(exp.binary, config(p))
+    e.wait_ready()
+    plain = requests.get(f"{e.url}/metrics", headers={"Accept-Encoding": "identity"}, timeout=5)
+    zipped = requests.get(f"{e.url}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=5, stream=True)
+    raw = zipped.raw.read(decode_content=False)
+    assert "Content-Encoding" not in plain.headers and plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert zipped.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in zipped.headers["Vary"]
+    assert int(zipped.headers["Content-Length"]) == len(raw) and int(plain.headers["Content-Length"]) == len(plain.content)
+    assert gzip.decompress(raw).decode() == plain.text
+    assert len(raw) < len(plain.content)
+    refused = requests.get(f"{e.url}/metrics", headers={"Accept-Encoding": "gzip;q=0"}, timeout=5)
+    assert "Content-Encoding" not in refused.headers

@@ -57,9 +57,10 @@ def test_counts_digests_not_tags_and_pages_at_1000(aws, exporter):
     assert images(e, "team/web") == 10
     assert images(e, "empty-00000") == 0
     assert len([s for s in e.samples() if s[0] == "aws_quota_usage" and s[1]["quota_code"] == IMAGES]) == 1502
-    # Page arithmetic: each collector lists 1,502 repositories in 2 pages; ListImages
-    # takes ceil(6345/1000) = 7 pages for team/app, 1 for team/web, 1 per empty one.
-    assert calls(e, "DescribeRepositories") == 2 * math.ceil(1502 / 1000)
+    # Page arithmetic: the collectors share one listing of 1,502 repositories in 2
+    # pages; ListImages takes ceil(6345/1000) = 7 pages for team/app, 1 for team/web, 1
+    # per empty one.
+    assert calls(e, "DescribeRepositories") == math.ceil(1502 / 1000)
     assert calls(e, "ListImages") == math.ceil(6345 / 1000) + 1 + 1500
     assert len([r for r in aws.log() if r["operation"] == "ListImages"]) == calls(e, "ListImages")
 

@@ -13,6 +13,7 @@ use crate::api::{CollectError, Collector, QuotaSpec, ResourceSelection, Scope, T
 use crate::aws::{AwsContext, TargetSpec};
 use crate::config::{format_duration, CollectorConfig, Config, LimitValue};
 use crate::limits::LimitResolver;
+use crate::metrics;
 use crate::snapshot::{Entry, Snapshot};
 
 /// Everything one refresh task needs.
@@ -116,6 +117,8 @@ async fn run(job: Job, snapshot: Arc<Snapshot>) {
                 entry.success = false;
             }
         }
+        // Rendered here, once per refresh, so a scrape only copies the lines.
+        entry.pieces = Arc::new(metrics::pieces(&entry));
         snapshot.publish(job.index, entry.clone());
         tokio::time::sleep_until(started + jittered(interval)).await;
     }
@@ -184,7 +187,9 @@ pub(crate) fn plan(
                 index,
                 collector: c.clone(),
                 quotas: quotas.clone(),
-                target: t.for_collector(aws, settings.rate_limit.0, resources.clone()),
+                target: t
+                    .for_collector(aws, settings.rate_limit.0, resources.clone())
+                    .with_refresh_interval(settings.refresh_interval.0),
                 overrides: merge_overrides(&settings.limit_overrides, &t.account.limit_overrides),
                 settings: settings.clone(),
             });

@@ -1,8 +1,13 @@
 //! The last good samples of every (collector, target) and their health. Each entry is
-//! replaced whole after a refresh, so a scrape sees one refresh or the next, never half.
+//! replaced whole after a refresh, so a scrape sees one refresh or the next, never half;
+//! it carries its exposition lines, rendered when it was published, so a scrape only
+//! copies them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
 
 use crate::api::{Fact, Usage};
 use crate::limits::Limits;
@@ -26,6 +31,22 @@ pub(crate) struct Entry {
     pub success: bool,
     pub last_duration: Duration,
     pub last_success: Option<SystemTime>,
+    /// The entry's sample lines, rendered from the fields above when it is published.
+    pub pieces: Arc<Pieces>,
+}
+
+/// One entry's sample lines in the Prometheus text format, per metric family, without
+/// the HELP and TYPE lines (a scrape writes those once per family).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Pieces {
+    pub usage: Bytes,
+    pub limit: Bytes,
+    pub info: Bytes,
+    /// (gauge name, its help, the lines), in the order the facts came.
+    pub facts: Vec<(&'static str, &'static str, Bytes)>,
+    pub success: Bytes,
+    pub duration: Bytes,
+    pub last_success: Bytes,
 }
 
 impl Entry {
@@ -50,11 +71,13 @@ impl Entry {
             success: false,
             last_duration: Duration::ZERO,
             last_success: None,
+            pieces: Arc::new(Pieces::default()),
         }
     }
 
     /// The usage to expose at `now`: the last good samples, unless they are older than
     /// the maximum staleness.
+    #[cfg(test)]
     pub(crate) fn fresh_usage(&self, now: SystemTime) -> &[Usage] {
         if self.is_fresh(now) {
             &self.usage
@@ -64,6 +87,7 @@ impl Entry {
     }
 
     /// The facts to expose at `now`, on the same terms as the usage.
+    #[cfg(test)]
     pub(crate) fn fresh_facts(&self, now: SystemTime) -> &[Fact] {
         if self.is_fresh(now) {
             &self.facts
@@ -72,7 +96,7 @@ impl Entry {
         }
     }
 
-    fn is_fresh(&self, now: SystemTime) -> bool {
+    pub(crate) fn is_fresh(&self, now: SystemTime) -> bool {
         matches!(self.last_success, Some(t)
             if now.duration_since(t).unwrap_or(Duration::ZERO) <= self.max_staleness)
     }
@@ -82,6 +106,9 @@ impl Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     entries: Vec<RwLock<Arc<Entry>>>,
+    /// Counts publications, so that what was made of the entries can be reused until
+    /// one changes.
+    generation: AtomicU64,
 }
 
 impl Snapshot {
@@ -91,6 +118,7 @@ impl Snapshot {
                 .into_iter()
                 .map(|e| RwLock::new(Arc::new(e)))
                 .collect(),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -108,7 +136,13 @@ impl Snapshot {
                 Err(poisoned) => poisoned.into_inner(),
             };
             *g = Arc::new(entry);
+            self.generation.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// Changes whenever an entry is published.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Every entry as it is now.

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
@@ -96,6 +97,7 @@ pub struct Target {
     pub region: String,
     clients: Arc<dyn ClientSource>,
     resources: ResourceSelection,
+    refresh_interval: Duration,
 }
 
 impl fmt::Debug for Target {
@@ -118,7 +120,20 @@ impl Target {
             region: region.into(),
             clients,
             resources: ResourceSelection::default(),
+            refresh_interval: Duration::from_secs(300),
         }
+    }
+
+    /// The same target, refreshed at this interval.
+    pub fn with_refresh_interval(mut self, interval: Duration) -> Self {
+        self.refresh_interval = interval;
+        self
+    }
+
+    /// How often the collector refreshes this target (its `refresh_interval`), for a
+    /// collector that shares work between refreshes and must not serve older data.
+    pub fn refresh_interval(&self) -> Duration {
+        self.refresh_interval
     }
 
     /// The same target, counting the resources `selection` chooses.

@@ -1,5 +1,6 @@
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -64,8 +65,78 @@ const PER_REPOSITORY_DEFAULTS: Defaults = Defaults {
     ..Defaults::LIBRARY
 };
 
+/// The three ECR collectors, sharing one repository listing per account and region.
+pub fn collectors() -> Vec<Arc<dyn Collector>> {
+    let listings = Arc::new(RepositoryListings::default());
+    vec![
+        Arc::new(RepositoriesCollector(listings.clone())),
+        Arc::new(ImagesCollector(listings.clone())),
+        Arc::new(LifecyclePoliciesCollector(listings)),
+    ]
+}
+
+/// The longest a repository listing serves the ECR collectors of its account and
+/// region. A collector reuses a listing younger than half its own refresh interval too
+/// (and this), so its counts are never older than that: at the defaults, the
+/// per-repository collectors (10 minutes) count from the registered-repositories
+/// collector's listing (every 5 minutes) when it is under 4 minutes old, and
+/// collectors that start together list once. A repository created since is counted at
+/// the next refresh; one deleted since is skipped (ListImages answers
+/// RepositoryNotFound).
+pub const LISTING_REUSE: Duration = Duration::from_secs(240);
+
+/// Repository listings shared by the ECR collectors, per account and region. A
+/// collector that needs the names while another lists them waits for that listing,
+/// so collectors that start together list the registry once.
 #[derive(Debug, Default)]
-pub struct RepositoriesCollector;
+pub struct RepositoryListings {
+    by_target: std::sync::Mutex<HashMap<(String, String), Slot>>,
+}
+
+/// One account and region's last listing; locked while it is being made.
+type Slot = Arc<tokio::sync::Mutex<Option<Listing>>>;
+
+#[derive(Debug)]
+struct Listing {
+    at: tokio::time::Instant,
+    names: Arc<Vec<String>>,
+}
+
+impl RepositoryListings {
+    /// Every repository of the target, from a listing at most [`LISTING_REUSE`] and
+    /// half the target's refresh interval old.
+    pub async fn names(&self, target: &Target) -> Result<Arc<Vec<String>>, CollectError> {
+        let slot = {
+            let mut map = match self.by_target.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            map.entry((target.account_id.clone(), target.region.clone()))
+                .or_default()
+                .clone()
+        };
+        let reuse = LISTING_REUSE.min(target.refresh_interval() / 2);
+        let mut listing = slot.lock().await;
+        if let Some(l) = listing.as_ref().filter(|l| l.at.elapsed() < reuse) {
+            return Ok(l.names.clone());
+        }
+        let names = Arc::new(list_repositories(target).await?);
+        *listing = Some(Listing {
+            at: tokio::time::Instant::now(),
+            names: names.clone(),
+        });
+        Ok(names)
+    }
+
+    /// The repositories that `include` and `exclude` select.
+    async fn wanted(&self, target: &Target) -> Result<Vec<String>, CollectError> {
+        let names = self.names(target).await?;
+        Ok(names.iter().filter(|n| target.wants(n)).cloned().collect())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RepositoriesCollector(pub Arc<RepositoryListings>);
 
 #[async_trait]
 impl Collector for RepositoriesCollector {
@@ -86,14 +157,13 @@ impl Collector for RepositoriesCollector {
 
     async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
         // Every repository counts against the quota, whatever include/exclude say.
-        let mut count = 0u64;
-        for_each_repository(target, |_| count += 1).await?;
+        let count = self.0.names(target).await?.len();
         Ok(vec![Usage::new(&REPOSITORIES, count as f64)].into())
     }
 }
 
 #[derive(Debug, Default)]
-pub struct ImagesCollector;
+pub struct ImagesCollector(pub Arc<RepositoryListings>);
 
 #[async_trait]
 impl Collector for ImagesCollector {
@@ -114,7 +184,7 @@ impl Collector for ImagesCollector {
     }
 
     async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
-        let names = wanted_repositories(target).await?;
+        let names = self.0.wanted(target).await?;
         let client: aws_sdk_ecr::Client = target.client::<Ecr>();
         let counted: Vec<Option<Usage>> = stream::iter(names)
             .map(|name| {
@@ -142,7 +212,7 @@ pub const LIFECYCLE_POLICY: &str = "aws_quota_lifecycle_policy_present";
 /// repository has a lifecycle policy. A repository that grows without limit usually
 /// has none, so the runbook can list them with `aws_quota_lifecycle_policy_present == 0`.
 #[derive(Debug, Default)]
-pub struct LifecyclePoliciesCollector;
+pub struct LifecyclePoliciesCollector(pub Arc<RepositoryListings>);
 
 #[async_trait]
 impl Collector for LifecyclePoliciesCollector {
@@ -168,7 +238,7 @@ impl Collector for LifecyclePoliciesCollector {
 
     async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
         const OP: &str = "GetLifecyclePolicy";
-        let names = wanted_repositories(target).await?;
+        let names = self.0.wanted(target).await?;
         let client: aws_sdk_ecr::Client = target.client::<Ecr>();
         let found: Vec<Option<Fact>> = stream::iter(names)
             .map(|name| {
@@ -201,21 +271,10 @@ impl Collector for LifecyclePoliciesCollector {
     }
 }
 
-/// The repositories that `include` and `exclude` select.
-async fn wanted_repositories(target: &Target) -> Result<Vec<String>, CollectError> {
-    let mut names = Vec::new();
-    for_each_repository(target, |name| {
-        if target.wants(name) {
-            names.push(name.to_string());
-        }
-    })
-    .await?;
-    Ok(names)
-}
-
-/// Calls `f` with each repository name, paging DescribeRepositories at its maximum.
-async fn for_each_repository(target: &Target, mut f: impl FnMut(&str)) -> Result<(), CollectError> {
+/// Every repository name, paging DescribeRepositories at its maximum.
+async fn list_repositories(target: &Target) -> Result<Vec<String>, CollectError> {
     const OP: &str = "DescribeRepositories";
+    let mut names = Vec::new();
     let client: aws_sdk_ecr::Client = target.client::<Ecr>();
     let client = &client;
     pages(
@@ -234,12 +293,13 @@ async fn for_each_repository(target: &Target, mut f: impl FnMut(&str)) -> Result
                 let name = r.repository_name().ok_or_else(|| {
                     CollectError::malformed(OP, "a repository without repositoryName")
                 })?;
-                f(name);
+                names.push(name.to_string());
             }
             Ok(page.next_token)
         },
     )
-    .await
+    .await?;
+    Ok(names)
 }
 
 /// The number of images in a repository as ECR counts them against the quota: one per
@@ -294,16 +354,12 @@ mod tests {
 
     #[test]
     fn defaults_fit_a_refresh_of_5000_repositories() {
-        let collectors: [&dyn Collector; 3] = [
-            &RepositoriesCollector,
-            &ImagesCollector,
-            &LifecyclePoliciesCollector,
-        ];
+        let all = collectors();
         // The collectors share one limiter at the strictest rate: all the same.
-        for c in collectors {
+        for c in &all {
             assert_eq!(c.defaults().rate_limit, ECR_RATE, "{}", c.name());
         }
-        let images = ImagesCollector.defaults();
+        let images = ImagesCollector::default().defaults();
         let calls = 5_000.0 / f64::from(PAGE_SIZE) + 5_000.0;
         let needed = calls / images.rate_limit;
         assert!(
@@ -372,5 +428,94 @@ mod mocked {
             count_images(&client, "team/gone").await.expect("skipped"),
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod shared_listing {
+    #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+    use aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesOutput;
+    use aws_sdk_ecr::types::Repository;
+    use aws_sdk_ecr::Client;
+    use aws_smithy_mocks::{
+        create_mock_http_client, mock, MockResponseInterceptor, Rule, RuleMode,
+    };
+    use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
+    use headroom_common::{ClientParts, ClientSource};
+
+    use super::*;
+
+    /// Clients answered by mock rules instead of a server.
+    #[derive(Debug)]
+    struct Mocked(Vec<Rule>);
+
+    impl ClientSource for Mocked {
+        fn parts(&self, _service: &'static str, region: &str) -> ClientParts {
+            let interceptor = self.0.iter().fold(
+                MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
+                |i, r| i.with_rule(r),
+            );
+            let sdk = aws_types::SdkConfig::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .region(aws_types::region::Region::new(region.to_string()))
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(
+                        aws_credential_types::Credentials::for_tests(),
+                    ),
+                )
+                .build();
+            ClientParts {
+                sdk,
+                interceptor: SharedInterceptor::new(interceptor),
+                http_client: create_mock_http_client(),
+            }
+        }
+    }
+
+    fn two_repositories() -> Rule {
+        mock!(Client::describe_repositories).then_output(|| {
+            DescribeRepositoriesOutput::builder()
+                .repositories(Repository::builder().repository_name("a").build())
+                .repositories(Repository::builder().repository_name("b").build())
+                .build()
+        })
+    }
+
+    fn target(rule: &Rule, interval: u64) -> Target {
+        Target::new(
+            "111111111111",
+            "eu-west-1",
+            Arc::new(Mocked(vec![rule.clone()])),
+        )
+        .with_refresh_interval(Duration::from_secs(interval))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn collectors_that_start_together_list_once_and_a_listing_ages_out() {
+        let rule = two_repositories();
+        let listings = Arc::new(RepositoryListings::default());
+        let repos = RepositoriesCollector(listings.clone());
+        let images = ImagesCollector(listings.clone());
+        let (t5, t10) = (target(&rule, 300), target(&rule, 600));
+        let (counted, wanted) = tokio::join!(repos.collect(&t5), images.0.wanted(&t10));
+        assert_eq!(counted.expect("counted").usage[0].value, 2.0);
+        assert_eq!(wanted.expect("listed"), ["a", "b"]);
+        assert_eq!(rule.num_calls(), 1, "one listing for both");
+        // Under half of each one's interval: reused.
+        tokio::time::sleep(Duration::from_secs(149)).await;
+        repos.collect(&t5).await.expect("counted");
+        assert_eq!(rule.num_calls(), 1);
+        // Past half the 5-minute interval: the 5-minute collector lists anew; the
+        // 10-minute one reuses that listing for up to 4 minutes.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        repos.collect(&t5).await.expect("counted");
+        assert_eq!(rule.num_calls(), 2);
+        tokio::time::sleep(Duration::from_secs(239)).await;
+        images.0.wanted(&t10).await.expect("listed");
+        assert_eq!(rule.num_calls(), 2);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        images.0.wanted(&t10).await.expect("listed");
+        assert_eq!(rule.num_calls(), 3);
     }
 }

@@ -1,7 +1,5 @@
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use ecr_quota_exporter::{ImagesCollector, LifecyclePoliciesCollector, RepositoriesCollector};
 use headroom_common::ExporterInfo;
 
 fn main() -> ExitCode {
@@ -11,10 +9,6 @@ fn main() -> ExitCode {
             about: "Prometheus exporter for Amazon ECR quotas",
             default_listen_address: ":9811",
         },
-        vec![
-            Arc::new(RepositoriesCollector),
-            Arc::new(ImagesCollector),
-            Arc::new(LifecyclePoliciesCollector),
-        ],
+        ecr_quota_exporter::collectors(),
     )
 }
