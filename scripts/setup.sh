@@ -4,6 +4,8 @@
 #     the landing page in a real headless browser)
 #   - a Python virtualenv in .venv with the pinned test server and test runner
 #   - helm and kubectl in .test-tools/bin for the Helm chart tests
+#   - Debian: podman, runc and debootstrap, for the container image tests
+#     (tests/test_image.py builds the image's runtime stage from a local Debian base)
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,12 +14,25 @@ need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The image tests: podman with runc (crun refuses hybrid cgroup layouts) and
+# debootstrap for the local base image. By package, since runc and debootstrap live in
+# /usr/sbin, outside a non-root user's PATH.
+for pkg in podman runc debootstrap; do
+  [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || need_apt+=("$pkg")
+done
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Quiet (apt's notes go to stderr too), but everything it said if it fails.
+  apt_log=$(mktemp)
+  if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >"$apt_log" 2>&1; then
+    cat "$apt_log" >&2
+    rm -f "$apt_log"
+    exit 1
+  fi
+  rm -f "$apt_log"
   # The Debian package starts a Prometheus service we do not want; tests run their own.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop prometheus prometheus-node-exporter >/dev/null 2>&1 || true; fi
   pkill -x prometheus >/dev/null 2>&1 || true

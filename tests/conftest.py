@@ -139,25 +139,10 @@ def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
     return out
 
 
-class Exporter:
-    def __init__(self, binary: str, aws: AwsServer, config: dict | None, extra_args: list[str] | None = None, env: dict | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.tmp = tempfile.TemporaryDirectory()
-        args = [str(BIN_DIR / binary), f"--web.listen-address=127.0.0.1:{self.port}", *(extra_args or [])]
-        if config is not None:
-            path = Path(self.tmp.name) / "config.yml"
-            path.write_text(yaml.safe_dump(config))
-            args.append(f"--config.file={path}")
-        self.log_path = Path(self.tmp.name) / "exporter.log"
-        self.log_file = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, env={**aws_env(aws), **(env or {})}, stdout=self.log_file, stderr=subprocess.STDOUT)
-        wait_until(self.healthy, 30, f"{binary} to serve /healthz")
+class Endpoint:
+    """What a test reads from a running exporter at `url`, wherever the process runs."""
 
-    def healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"exporter exited with {self.proc.returncode}: {self.logs()}")
-        return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+    url: str
 
     def ready(self) -> bool:
         return requests.get(f"{self.url}/readyz", timeout=2).status_code == 200
@@ -178,6 +163,27 @@ class Exporter:
         found = [v for n, l, v in self.samples() if n == name and all(l.get(k) == x for k, x in labels.items())]
         assert len(found) <= 1, f"{name}{labels} matches {len(found)} samples"
         return found[0] if found else None
+
+
+class Exporter(Endpoint):
+    def __init__(self, binary: str, aws: AwsServer, config: dict | None, extra_args: list[str] | None = None, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = tempfile.TemporaryDirectory()
+        args = [str(BIN_DIR / binary), f"--web.listen-address=127.0.0.1:{self.port}", *(extra_args or [])]
+        if config is not None:
+            path = Path(self.tmp.name) / "config.yml"
+            path.write_text(yaml.safe_dump(config))
+            args.append(f"--config.file={path}")
+        self.log_path = Path(self.tmp.name) / "exporter.log"
+        self.log_file = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, env={**aws_env(aws), **(env or {})}, stdout=self.log_file, stderr=subprocess.STDOUT)
+        wait_until(self.healthy, 30, f"{binary} to serve /healthz")
+
+    def healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"exporter exited with {self.proc.returncode}: {self.logs()}")
+        return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
 
     def logs(self) -> str:
         self.log_file.flush()

@@ -1,7 +1,8 @@
 """The container image's Dockerfile: hadolint clean, built with the same cargo command
 and toolchain as CI, holding every exporter binary the workspace defines, exposing
-each exporter's default port, as a non-root user. No Docker engine runs here, so the
-build itself is checked through what it runs."""
+each exporter's default port, as a non-root user, on base images given as build
+arguments. The release build (the build stage) is checked here through what it runs;
+tests/test_image.py builds the runtime stages and runs the exporters from them."""
 
 from __future__ import annotations
 
@@ -96,12 +97,60 @@ def test_the_build_stage_uses_the_toolchain_ci_tests_with():
     assert tuple(map(int, image_version.split("."))) >= tuple(map(int, minimum.split(".")))
 
 
+def global_args() -> dict[str, str]:
+    """The ARGs before the first FROM and their defaults."""
+    args = {}
+    for word, rest in instructions():
+        if word == "FROM":
+            break
+        if word == "ARG":
+            name, _, default = rest.partition("=")
+            args[name] = default
+    return args
+
+
 def copied_binaries(stage: list[tuple[str, str]]) -> set[str]:
     names = set()
     for word, rest in stage:
-        if word == "COPY" and "--from=build" in rest:
+        if word == "COPY" and "--from=binaries" in rest:
             names |= {Path(src).name for src in shlex.split(rest)[1:-1]}
     return names
+
+
+def final_stages() -> dict[str, list[tuple[str, str]]]:
+    """The images users get: every stage after the runtime stage."""
+    s = stages()
+    names = list(s)
+    return {name: s[name] for name in names[names.index("runtime") + 1 :]}
+
+
+def test_the_base_images_are_build_arguments_with_the_public_defaults():
+    """A release builds on the public images; tests/test_image.py passes a local
+    runtime base (and BINARIES=prebuilt) to the same file."""
+    args = global_args()
+    assert args["BUILD_IMAGE"] == "docker.io/library/rust:${RUST_VERSION}-bookworm"
+    assert args["RUNTIME_IMAGE"] == "gcr.io/distroless/cc-debian12:nonroot"
+    assert args["BINARIES"] == "build"
+    s = stages()
+    assert s["build"][0][1] == "${BUILD_IMAGE} AS build"
+    assert s["runtime"][0][1] == "${RUNTIME_IMAGE} AS runtime"
+    assert s["binaries"] == [("FROM", "${BINARIES} AS binaries")]
+    # The stage for binaries built elsewhere takes the build context and nothing else.
+    assert s["prebuilt"] == [("FROM", "scratch AS prebuilt"), ("COPY", ". /out/")]
+    # The stages between the release build and the images are in this order, so that a
+    # runtime stage can only copy what the `binaries` stage chose.
+    assert list(s)[:4] == ["build", "prebuilt", "binaries", "runtime"]
+
+
+def test_the_images_copy_only_the_chosen_binaries_and_run_nothing():
+    """Every image is the runtime stage plus binaries from the `binaries` stage. Nothing
+    runs in them: distroless has no shell, so a RUN that works on the tests' Debian
+    stand-in would break the release build."""
+    for name, stage in {"runtime": stages()["runtime"], **final_stages()}.items():
+        assert not [rest for word, rest in stage if word == "RUN"], f"Dockerfile: stage {name!r} runs a command"
+        for word, rest in stage:
+            if word in ("COPY", "ADD"):
+                assert word == "COPY" and rest.startswith("--from=binaries /out/"), f"Dockerfile: stage {name!r}: {word} {rest}"
 
 
 def test_every_exporter_binary_is_in_the_image_with_its_port():
@@ -143,10 +192,10 @@ def test_the_image_runs_as_a_non_root_user_with_oci_labels():
     labels = " ".join(rest for word, rest in runtime if word == "LABEL")
     for key in ("title", "description", "source", "licenses", "version", "revision"):
         assert f"org.opencontainers.image.{key}=" in labels, key
-    # Every final stage derives from the runtime stage, so none runs as root.
-    for name, stage in s.items():
-        if name not in ("build", "runtime"):
-            assert stage[0][1].split()[0] == "runtime", name
+    # Every final stage derives from the runtime stage and keeps its user.
+    for name, stage in final_stages().items():
+        assert stage[0][1].split()[0] == "runtime", name
+        assert not [rest for word, rest in stage if word == "USER"], f"Dockerfile: stage {name!r} changes the user"
 
 
 def test_the_build_context_leaves_out_build_output_and_tools():
