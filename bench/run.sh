@@ -6,3 +6,7 @@ scripts/setup.sh
 cargo build --locked --workspace --release --bins
 .venv/bin/python bench/ssm_refresh.py
 .venv/bin/python bench/ecr_refresh.py
+# Scrape cost for large snapshots. To compare with another build in the same run:
+#   git worktree add /tmp/baseline <rev> && (cd /tmp/baseline && cargo build --release -p ecr-quota-exporter)
+#   .venv/bin/python bench/scrape.py --baseline-bin /tmp/baseline/target/release
+.venv/bin/python bench/scrape.py
