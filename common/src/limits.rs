@@ -5,6 +5,10 @@
 //! per quota.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use aws_sdk_servicequotas::types::{AppliedLevelEnum, QuotaContextScope, ServiceQuota};
 
@@ -174,15 +178,76 @@ struct Listing {
 const LIST_APPLIED: &str = "ListServiceQuotas";
 const LIST_DEFAULTS: &str = "ListAWSDefaultServiceQuotas";
 
+/// Service Quotas listings shared by the limit resolvers of every collector, per
+/// account, region, service and list call, so that collectors of one service in one
+/// account and region list its quotas once. A listing is reused while it is younger
+/// than the asking resolver's `max_age` (and, for the applied values, holds the
+/// per-resource values when they are wanted); a failed listing is never reused. One
+/// resolver lists while the others that need the same listing wait for it.
+#[derive(Debug, Default)]
+pub(crate) struct SharedListings {
+    slots: std::sync::Mutex<HashMap<(String, String, String, &'static str), Slot>>,
+}
+
+/// One listing's last good result: when, whether it holds per-resource values, what.
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, bool, Arc<Listing>)>>>;
+
+impl SharedListings {
+    async fn get(
+        &self,
+        target: &Target,
+        client: &aws_sdk_servicequotas::Client,
+        op: &'static str,
+        service: &str,
+        per_resource: bool,
+        max_age: Duration,
+    ) -> Result<Arc<Listing>, Lookup> {
+        let slot = {
+            let mut slots = match self.slots.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let key = (
+                target.account_id.clone(),
+                target.region.clone(),
+                service.to_string(),
+                op,
+            );
+            slots.entry(key).or_default().clone()
+        };
+        let mut last = slot.lock().await;
+        if let Some((at, with_resources, listing)) = last.as_ref() {
+            if at.elapsed() < max_age && (*with_resources || !per_resource) {
+                return Ok(listing.clone());
+            }
+        }
+        let listing = Arc::new(list(client, op, service, per_resource).await?);
+        *last = Some((Instant::now(), per_resource, listing.clone()));
+        Ok(listing)
+    }
+}
+
 /// Resolves the limits of a collector's quotas for one target, keeping state between
 /// refreshes (the last values, and which fallbacks were already logged).
 #[derive(Debug, Default)]
 pub(crate) struct LimitResolver {
     current: Limits,
     logged: HashSet<(String, &'static str, &'static str)>,
+    shared: Arc<SharedListings>,
+    /// How old a listing made for another collector may be and still serve this one.
+    max_age: Duration,
 }
 
 impl LimitResolver {
+    /// A resolver that reuses the listings of `shared` younger than `max_age`.
+    pub(crate) fn new(shared: Arc<SharedListings>, max_age: Duration) -> Self {
+        LimitResolver {
+            shared,
+            max_age,
+            ..LimitResolver::default()
+        }
+    }
+
     pub(crate) fn current(&self) -> &Limits {
         &self.current
     }
@@ -206,8 +271,9 @@ impl LimitResolver {
             .map(|s| s.service_code.as_ref())
             .collect();
         let mut complete = true;
-        let mut applied: HashMap<&str, Result<Listing, Lookup>> = HashMap::new();
-        let mut defaults: HashMap<&str, Result<Listing, Lookup>> = HashMap::new();
+        let mut applied: HashMap<&str, Result<Arc<Listing>, Lookup>> = HashMap::new();
+        let mut defaults: HashMap<&str, Result<Arc<Listing>, Lookup>> = HashMap::new();
+        let shared = self.shared.clone();
         // No client (and no call) for collectors whose quotas Service Quotas does not know.
         let client = match services.is_empty() {
             true => None,
@@ -220,7 +286,16 @@ impl LimitResolver {
                 .filter(|s| s.service_code == service)
                 .collect();
             let per_resource = wanted.iter().any(|s| s.resource_level);
-            let a = list(client, LIST_APPLIED, service, per_resource).await;
+            let a = shared
+                .get(
+                    target,
+                    client,
+                    LIST_APPLIED,
+                    service,
+                    per_resource,
+                    self.max_age,
+                )
+                .await;
             self.log_listing(target, service, LIST_APPLIED, &a);
             let missing_some = match &a {
                 Ok(l) => wanted
@@ -230,7 +305,9 @@ impl LimitResolver {
                 Err(_) => false,
             };
             if missing_some {
-                let d = list(client, LIST_DEFAULTS, service, false).await;
+                let d = shared
+                    .get(target, client, LIST_DEFAULTS, service, false, self.max_age)
+                    .await;
                 self.log_listing(target, service, LIST_DEFAULTS, &d);
                 complete &= !matches!(d, Err(Lookup::Failed(_)));
                 defaults.insert(service, d);
@@ -242,19 +319,20 @@ impl LimitResolver {
             let code = spec.quota_code.as_ref();
             let override_value = overrides.get(code).copied();
             let service = spec.service_code.as_ref();
-            let value_in =
-                |listings: &HashMap<&str, Result<Listing, Lookup>>| match listings.get(service) {
-                    _ if override_value.is_some() || !spec.in_service_quotas => Lookup::NotAsked,
-                    None => Lookup::NotAsked,
-                    Some(Ok(l)) => match l.quotas.get(code) {
-                        Some(&(value, adjustable)) => Lookup::Found {
-                            value,
-                            adjustable: Some(adjustable),
-                        },
-                        None => Lookup::Missing("not_listed"),
+            let value_in = |listings: &HashMap<&str, Result<Arc<Listing>, Lookup>>| match listings
+                .get(service)
+            {
+                _ if override_value.is_some() || !spec.in_service_quotas => Lookup::NotAsked,
+                None => Lookup::NotAsked,
+                Some(Ok(l)) => match l.quotas.get(code) {
+                    Some(&(value, adjustable)) => Lookup::Found {
+                        value,
+                        adjustable: Some(adjustable),
                     },
-                    Some(Err(lookup)) => lookup.clone(),
-                };
+                    None => Lookup::Missing("not_listed"),
+                },
+                Some(Err(lookup)) => lookup.clone(),
+            };
             let (a, d) = (value_in(&applied), value_in(&defaults));
             let previous = self.current.quotas.get(code).copied();
             let resolved = decide(spec, override_value, &a, &d, previous);
@@ -263,9 +341,9 @@ impl LimitResolver {
             }
             self.current.quotas.insert(code.to_string(), resolved);
             if spec.resource_level && override_value.is_none() {
-                match applied.get_mut(service) {
+                match applied.get(service) {
                     Some(Ok(l)) => {
-                        let found = l.resources.remove(code).unwrap_or_default();
+                        let found = l.resources.get(code).cloned().unwrap_or_default();
                         self.current.resources.insert(code.to_string(), found);
                     }
                     // No resource-level values here: only the quota's own value applies.
@@ -285,7 +363,7 @@ impl LimitResolver {
         target: &Target,
         service: &str,
         op: &'static str,
-        r: &Result<Listing, Lookup>,
+        r: &Result<Arc<Listing>, Lookup>,
     ) {
         // Once per service, operation and error code, not at every limits refresh.
         let code = match r {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::api::{CollectError, Collector, QuotaSpec, ResourceSelection, Scope, Target};
 use crate::aws::{AwsContext, TargetSpec};
 use crate::config::{format_duration, CollectorConfig, Config, LimitValue};
-use crate::limits::LimitResolver;
+use crate::limits::{LimitResolver, SharedListings};
 use crate::metrics;
 use crate::snapshot::{Entry, Snapshot};
 
@@ -26,6 +26,8 @@ pub(crate) struct Job {
     pub settings: CollectorConfig,
     /// Overrides by quota code, account-level ones already merged over collector-wide.
     pub overrides: BTreeMap<String, f64>,
+    /// Service Quotas listings shared with the other jobs.
+    pub listings: Arc<SharedListings>,
 }
 
 /// Spawns one task per job; dropping the returned set stops them all.
@@ -48,7 +50,12 @@ async fn run(job: Job, snapshot: Arc<Snapshot>) {
     };
     let interval = job.settings.refresh_interval.0;
     let timeout = job.settings.timeout.0;
-    let mut resolver = LimitResolver::default();
+    // Collectors of one service in one account and region share its listings: one
+    // made for another collector serves this one while under half its limits interval.
+    let mut resolver = LimitResolver::new(
+        job.listings.clone(),
+        job.settings.limits_refresh_interval.0 / 2,
+    );
     let mut limits_due = Instant::now();
     let mut last_error: Option<&'static str> = None;
     // Spread the first refreshes over up to a second.
@@ -143,6 +150,7 @@ pub(crate) fn plan(
 ) -> (Vec<Entry>, Vec<Job>) {
     let mut entries = Vec::new();
     let mut jobs = Vec::new();
+    let listings = Arc::new(SharedListings::default());
     for c in collectors {
         let settings = config.collector(c.name());
         if !settings.enabled.unwrap_or_else(|| c.enabled_by_default()) {
@@ -187,6 +195,7 @@ pub(crate) fn plan(
                 index,
                 collector: c.clone(),
                 quotas: quotas.clone(),
+                listings: listings.clone(),
                 target: t
                     .for_collector(aws, settings.rate_limit.0, resources.clone())
                     .with_refresh_interval(settings.refresh_interval.0),
@@ -303,6 +312,7 @@ mod tests {
             target: Target::new("111111111111", "eu-west-1", Arc::new(NoClients)),
             settings,
             overrides: BTreeMap::new(),
+            listings: Arc::default(),
         };
         let tasks = spawn(vec![job], snapshot.clone());
         (snapshot, tasks)

@@ -267,3 +267,43 @@ async fn a_denied_listing_falls_back_to_the_next_source() {
     assert_eq!(got(&limits, "L-AAAAAAAA"), (10.0, LimitSource::Builtin));
     assert_eq!(got(&limits, "L-FFFFFFFF"), (70.0, LimitSource::Builtin));
 }
+
+#[tokio::test]
+async fn collectors_of_one_service_share_its_listings() {
+    let server = TestServer::start();
+    server.quota("ecr", "L-AAAAAAAA", r#""applied":2000,"default":1000"#);
+    server.quota(
+        "ecr",
+        "L-FFFFFFFF",
+        &format!(r#""applied":500,"default":100,"resources":{{"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/a":9}}"#),
+    );
+    let metrics = Metrics::new("0", "test").expect("metrics");
+    let aws = AwsContext::new(metrics.aws.clone());
+    let target = local_target(&aws, &server.url(), ACCOUNT, "eu-west-1").await;
+    let shared = std::sync::Arc::new(super::SharedListings::default());
+    let hour = std::time::Duration::from_secs(3600);
+    let mut images = LimitResolver::new(shared.clone(), hour);
+    let mut repositories = LimitResolver::new(shared.clone(), hour);
+    let none = BTreeMap::new();
+    // The per-resource collector lists every level; the account-level one reuses it.
+    let (limits, _) = images.refresh(&target, &[PER_RESOURCE], &none).await;
+    assert_eq!(limits.get(&PER_RESOURCE, "a", None).value, 9.0);
+    assert_eq!(counted(&metrics, "ListServiceQuotas"), 1.0);
+    let (limits, _) = repositories.refresh(&target, &[APPLIED], &none).await;
+    assert_eq!(got(&limits, "L-AAAAAAAA"), (2000.0, LimitSource::Applied));
+    assert_eq!(counted(&metrics, "ListServiceQuotas"), 1.0, "reused");
+    // An account-level listing does not serve a per-resource quota.
+    let fresh = std::sync::Arc::new(super::SharedListings::default());
+    let mut account_first = LimitResolver::new(fresh.clone(), hour);
+    let mut then_resources = LimitResolver::new(fresh, hour);
+    account_first.refresh(&target, &[APPLIED], &none).await;
+    let (limits, _) = then_resources
+        .refresh(&target, &[PER_RESOURCE], &none)
+        .await;
+    assert_eq!(limits.get(&PER_RESOURCE, "a", None).value, 9.0);
+    assert_eq!(counted(&metrics, "ListServiceQuotas"), 3.0);
+    // Past its maximum age a listing is made anew.
+    let mut impatient = LimitResolver::new(shared, std::time::Duration::ZERO);
+    impatient.refresh(&target, &[APPLIED], &none).await;
+    assert_eq!(counted(&metrics, "ListServiceQuotas"), 4.0);
+}
