@@ -186,8 +186,11 @@ const LIST_DEFAULTS: &str = "ListAWSDefaultServiceQuotas";
 /// resolver lists while the others that need the same listing wait for it.
 #[derive(Debug, Default)]
 pub(crate) struct SharedListings {
-    slots: std::sync::Mutex<HashMap<(String, String, String, &'static str), Slot>>,
+    slots: std::sync::Mutex<HashMap<ListingKey, Slot>>,
 }
+
+/// Account, region, service code and list call.
+type ListingKey = (String, String, String, &'static str);
 
 /// One listing's last good result: when, whether it holds per-resource values, what.
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, bool, Arc<Listing>)>>>;
