@@ -143,15 +143,20 @@ class Endpoint:
     """What a test reads from a running exporter at `url`, wherever the process runs."""
 
     url: str
+    # Extra arguments for every request: verify (a CA file) and cert for TLS, auth.
+    http: dict[str, Any] = {}
+
+    def get(self, path: str, timeout: float = 5) -> requests.Response:
+        return requests.get(f"{self.url}{path}", timeout=timeout, **self.http)
 
     def ready(self) -> bool:
-        return requests.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        return self.get("/readyz", timeout=2).status_code == 200
 
     def wait_ready(self, timeout: float = 60) -> None:
         wait_until(self.ready, timeout, "/readyz to answer 200")
 
     def scrape(self) -> str:
-        r = requests.get(f"{self.url}/metrics", timeout=5)
+        r = self.get("/metrics")
         r.raise_for_status()
         return r.text
 
@@ -166,9 +171,19 @@ class Endpoint:
 
 
 class Exporter(Endpoint):
-    def __init__(self, binary: str, aws: AwsServer, config: dict | None, extra_args: list[str] | None = None, env: dict | None = None):
+    def __init__(
+        self,
+        binary: str,
+        aws: AwsServer,
+        config: dict | None,
+        extra_args: list[str] | None = None,
+        env: dict | None = None,
+        scheme: str = "http",
+        http: dict[str, Any] | None = None,
+    ):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.http = http or {}
         self.tmp = tempfile.TemporaryDirectory()
         args = [str(BIN_DIR / binary), f"--web.listen-address=127.0.0.1:{self.port}", *(extra_args or [])]
         if config is not None:
@@ -183,7 +198,7 @@ class Exporter(Endpoint):
     def healthy(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"exporter exited with {self.proc.returncode}: {self.logs()}")
-        return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        return self.get("/healthz", timeout=2).status_code == 200
 
     def logs(self) -> str:
         self.log_file.flush()

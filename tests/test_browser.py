@@ -1,6 +1,6 @@
 """The exporters' landing page in a real headless browser (Debian's chromium): it
 renders with the exporter's name and version, and its links lead to the metrics, the
-health and the readiness endpoints, also under a custom telemetry path."""
+health and the readiness endpoints, also under a custom telemetry path and over TLS."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import tempfile
 from html.parser import HTMLParser
 
 import pytest
+import yaml
 
 from conftest import fast_retries
+from tlsutil import CertificateAuthority
 
 BROWSER_FLAGS = [
     "--headless",
@@ -27,13 +29,13 @@ BROWSER_FLAGS = [
 ]
 
 
-def render(url: str) -> str:
+def render(url: str, *flags: str) -> str:
     """The DOM of `url` after chromium has loaded it."""
     binary = shutil.which("chromium")
     assert binary, "chromium is not installed: run scripts/setup.sh"
     with tempfile.TemporaryDirectory() as profile:
         r = subprocess.run(
-            [binary, *BROWSER_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+            [binary, *BROWSER_FLAGS, *flags, f"--user-data-dir={profile}", "--dump-dom", url],
             capture_output=True,
             text=True,
             timeout=60,
@@ -77,14 +79,40 @@ def test_the_landing_page_links_to_the_metrics(aws, exporter, telemetry_path):
     config = {"regions": ["eu-west-1"], "aws": fast_retries()}
     e = exporter("ssm_quota_exporter", config, extra_args=[f"--web.telemetry-path={telemetry_path}"])
     e.wait_ready()
-    page = Page(render(e.url + "/"))
+    check_landing_page(e.url, telemetry_path)
+
+
+def test_the_landing_page_over_tls(aws, exporter, tmp_path):
+    """The same over HTTPS, with the exporter's certificate from a test CA. Chromium is
+    told to accept it (--ignore-certificate-errors): trusting a CA in headless chromium
+    needs an NSS database; test_tls.py verifies the chain with real TLS clients."""
+    ca = CertificateAuthority("headroom browser test CA")
+    ca.issue("exporter", server=True).write(tmp_path / "tls.crt", tmp_path / "tls.key")
+    web = tmp_path / "web-config.yml"
+    web.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"}}))
+    aws.seed_ssm("eu-west-1", standard=3, advanced=1)
+    config = {"regions": ["eu-west-1"], "aws": fast_retries()}
+    e = exporter(
+        "ssm_quota_exporter",
+        config,
+        extra_args=[f"--web.config.file={web}"],
+        scheme="https",
+        http={"verify": str(ca.write(tmp_path / "ca.crt"))},
+    )
+    e.wait_ready()
+    assert e.url.startswith("https://")
+    check_landing_page(e.url, "/metrics", "--ignore-certificate-errors")
+
+
+def check_landing_page(url: str, telemetry_path: str, *flags: str) -> None:
+    page = Page(render(url + "/", *flags))
     assert page.title == "ssm_quota_exporter" and page.h1 == "ssm_quota_exporter"
     assert re.search(r"Version \d+\.\d+\.\d+", " ".join(page.text))
     assert page.links == {"Metrics": telemetry_path, "Health": "/healthz", "Readiness": "/readyz"}
     # Following each link in the browser reaches the endpoint; chromium shows plain
     # text inside <pre>.
-    metrics = html.unescape(render(e.url + page.links["Metrics"]))
+    metrics = html.unescape(render(url + page.links["Metrics"], *flags))
     assert re.search(r'\naws_quota_usage\{[^}]*quota_code="standard_parameters"[^}]*\} 3\n', metrics), metrics[-3000:]
     assert "aws_quota_exporter_build_info" in metrics
-    assert "ok" in render(e.url + page.links["Health"])
-    assert "ready" in render(e.url + page.links["Readiness"])
+    assert "ok" in render(url + page.links["Health"], *flags)
+    assert "ready" in render(url + page.links["Readiness"], *flags)

@@ -1,7 +1,8 @@
 """The Helm chart in charts/headroom: lint, Kubernetes schema validation of the rendered
 manifests, the rules and dashboards equal to the repository's files, every rendered
-exporter config accepted by the real exporter binary, and the toggles. Offline: helm
-only renders (`helm template`), nothing talks to a cluster."""
+exporter config (and TLS web config) accepted by the real exporter binary, the rendered
+probes and TLS scrape settings tried against a real exporter, and the toggles. Offline:
+helm only renders (`helm template`), nothing talks to a cluster."""
 
 from __future__ import annotations
 
@@ -9,20 +10,25 @@ import functools
 import hashlib
 import json
 import os
+import socket
+import ssl
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
-from conftest import BIN_DIR, ROOT, RULE_FILES, promtool
+from conftest import BIN_DIR, ROOT, RULE_FILES, aws_env, free_port, promtool, terminate, wait_until
+from tlsutil import CertificateAuthority, tls_get
 
 HELM = ROOT / ".test-tools" / "bin" / "helm"
 CHART = ROOT / "charts" / "headroom"
 MULTI = CHART / "ci" / "multi-account-values.yaml"
-VALUES_FILES = {"default": None, "multi-account": MULTI}
+TLS = CHART / "ci" / "tls-values.yaml"  # mutual TLS
+VALUES_FILES = {"default": None, "multi-account": MULTI, "tls": TLS}
 ALERTS = ROOT / "alerts"
 DASHBOARDS = ROOT / "dashboards"
 EXPORTERS = {"ssm": 9810, "ecr": 9811, "s3": 9812}  # default ports, as in the README
@@ -143,7 +149,7 @@ def test_strict_validation_catches_a_misspelt_field(tmp_path: Path):
 # -------------------------------------------------- ServiceMonitors and Services (CRDs)
 
 SERVICE_MONITOR_SPEC = {"selector", "namespaceSelector", "endpoints", "jobLabel"}
-ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout", "relabelings", "metricRelabelings"}
+ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout", "relabelings", "metricRelabelings", "scheme", "tlsConfig"}
 
 
 @pytest.mark.parametrize("values", VALUES_FILES.values(), ids=VALUES_FILES.keys())
@@ -169,6 +175,16 @@ def test_service_monitors_scrape_each_exporter(values: Path | None):
         assert endpoint["port"] in {p["name"] for p in chosen[0]["spec"]["ports"]}
         if "interval" in values_of(values).get("serviceMonitor", {}):
             assert endpoint["interval"] == values_of(values)["serviceMonitor"]["interval"]
+        if values == TLS:
+            assert endpoint["scheme"] == "https"
+            assert endpoint["tlsConfig"] == {
+                "serverName": f"{sm['metadata']['name']}.{NAMESPACE}.svc",
+                "ca": {"secret": {"name": "headroom-tls", "key": "ca.crt"}},
+                "cert": {"secret": {"name": "prometheus-client-tls", "key": "tls.crt"}},
+                "keySecret": {"name": "prometheus-client-tls", "key": "tls.key"},
+            }
+        else:
+            assert "scheme" not in endpoint and "tlsConfig" not in endpoint
 
 
 @pytest.mark.parametrize("values", VALUES_FILES.values(), ids=VALUES_FILES.keys())
@@ -254,6 +270,45 @@ def exporter_args(docs: list[dict], name: str, values: Path | None) -> tuple[str
     return command, container["args"]
 
 
+MOUNT = "/etc/headroom"  # where the pod mounts the config volume
+
+
+def local_args(args: list[str], tmp_path: Path) -> list[str]:
+    """The rendered arguments with the config volume's files at tmp_path instead."""
+    assert f"--config.file={MOUNT}/config.yml" in args
+    return [a.replace(f"={MOUNT}/", f"={tmp_path}/") for a in args]
+
+
+def mount_volume(docs: list[dict], deployment: str, tmp_path: Path) -> dict[str, CertificateAuthority]:
+    """Writes the pod's config volume into tmp_path as the kubelet would: the
+    ConfigMap's files and, for a projected volume, the Secrets' items at their paths.
+    The Secrets hold certificates made here: the first one (the server's, as
+    cert-manager writes it) tls.crt, tls.key and ca.crt; any other one a client CA.
+    Returns the CA that signed the server certificate ("server") and the CA the client
+    CA file holds ("client")."""
+    [volume] = one(docs, "Deployment", deployment)["spec"]["template"]["spec"]["volumes"]
+    sources = volume["projected"]["sources"] if "projected" in volume else [{"configMap": volume["configMap"]}]
+    server_ca, other_ca = CertificateAuthority("server CA"), CertificateAuthority("client CA")
+    # Valid for the name the ServiceMonitor checks by default.
+    server = server_ca.issue(deployment, server=True, dns=(f"{deployment}.{NAMESPACE}.svc",))
+    server_secret = {"tls.crt": server.cert_pem, "tls.key": server.key_pem, "ca.crt": server_ca.cert_pem}
+    secrets = [s["secret"]["name"] for s in sources if "secret" in s]
+    for source in sources:
+        if "configMap" in source:
+            for key, text in one(docs, "ConfigMap", source["configMap"]["name"])["data"].items():
+                (tmp_path / key).write_text(text)
+            continue
+        for item in source["secret"]["items"]:
+            path = tmp_path / item["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            first = source["secret"]["name"] == secrets[0]
+            path.write_bytes(server_secret[item["key"]] if first else other_ca.cert_pem)
+    web = tmp_path / "web-config.yml"
+    client_ca = yaml.safe_load(web.read_text())["tls_server_config"].get("client_ca_file") if web.exists() else None
+    in_use = client_ca and (tmp_path / client_ca).read_bytes() == server_ca.cert_pem
+    return {"server": server_ca, "client": server_ca if in_use else other_ca}
+
+
 def check_with_binary(command: str, args: list[str], config_text: str, tmp_path: Path) -> subprocess.CompletedProcess:
     """Runs the real exporter with the rendered arguments, the config file at a local path,
     and --config.check: the flags and the config are what the exporter accepts."""
@@ -261,10 +316,8 @@ def check_with_binary(command: str, args: list[str], config_text: str, tmp_path:
     assert binary.exists(), f"{binary} is missing: build with cargo build (HEADROOM_BIN_DIR={BIN_DIR})"
     path = tmp_path / "config.yml"
     path.write_text(config_text)
-    assert "--config.file=/etc/headroom/config.yml" in args
-    local = [f"--config.file={path}" if a.startswith("--config.file=") else a for a in args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return subprocess.run([str(binary), *local, "--config.check"], capture_output=True, text=True, timeout=30, env=env)
+    return subprocess.run([str(binary), *local_args(args, tmp_path), "--config.check"], capture_output=True, text=True, timeout=30, env=env)
 
 
 @pytest.mark.parametrize("values", VALUES_FILES.values(), ids=VALUES_FILES.keys())
@@ -274,14 +327,27 @@ def test_rendered_config_is_the_values_config_and_the_exporter_accepts_it(values
     cm = one(docs, "ConfigMap", f"{fullname(values)}-{name}")
     text = cm["data"]["config.yml"]
     want = values_of(values).get("exporters", {}).get(name, {}).get("config") or {}
-    if values:
+    if values == MULTI:
         assert want, "the multi-account values configure every exporter"
     assert yaml.safe_load(text) == want
     command, args = exporter_args(docs, name, values)
     assert command == f"/usr/local/bin/{name}_quota_exporter"
     assert f"--web.listen-address=:{EXPORTERS[name]}" in args
+    # With TLS, the web config and its certificate files too, laid out as in the pod.
+    mount_volume(docs, f"{fullname(values)}-{name}", tmp_path)
+    assert (f"--web.config.file={MOUNT}/web-config.yml" in args) == (values == TLS)
     r = check_with_binary(command, args, text, tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+def test_exporter_rejects_a_bad_rendered_web_config(tmp_path: Path):
+    """The TLS check above can fail: without the certificate files the exporter stops,
+    naming the file."""
+    docs = render(TLS)
+    text = one(docs, "ConfigMap", f"{RELEASE}-ssm")["data"]["config.yml"]
+    (tmp_path / "web-config.yml").write_text(one(docs, "ConfigMap", f"{RELEASE}-ssm")["data"]["web-config.yml"])
+    r = check_with_binary(*exporter_args(docs, "ssm", TLS), text, tmp_path)
+    assert r.returncode != 0 and f"tls_server_config.cert_file {tmp_path}/tls/tls.crt" in r.stderr, r.stderr
 
 
 def test_exporter_rejects_a_bad_rendered_config(tmp_path: Path):
@@ -374,7 +440,9 @@ def test_every_container_is_hardened_probed_and_sized(values: Path | None):
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
-        assert [v["configMap"]["name"] for v in pod["volumes"]] == [deployment["metadata"]["name"]]
+        [volume] = pod["volumes"]
+        config_map = volume["projected"]["sources"][0] if values == TLS else volume
+        assert config_map["configMap"]["name"] == deployment["metadata"]["name"]
     for deployment_name, c in found:
         sc = c["securityContext"]
         assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532
@@ -382,8 +450,14 @@ def test_every_container_is_hardened_probed_and_sized(values: Path | None):
         assert sc["capabilities"] == {"drop": ["ALL"]}
         assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
         ports = {p["name"] for p in c["ports"]}
-        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["livenessProbe"]["httpGet"]["port"] in ports
-        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["readinessProbe"]["httpGet"]["port"] in ports
+        if values == TLS:
+            # Mutual TLS: the kubelet has no client certificate, so a TCP connection.
+            assert c["livenessProbe"]["tcpSocket"]["port"] in ports and "httpGet" not in c["livenessProbe"]
+            assert c["readinessProbe"]["tcpSocket"]["port"] in ports and "httpGet" not in c["readinessProbe"]
+        else:
+            assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["livenessProbe"]["httpGet"]["port"] in ports
+            assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["readinessProbe"]["httpGet"]["port"] in ports
+            assert "scheme" not in c["livenessProbe"]["httpGet"] and "scheme" not in c["readinessProbe"]["httpGet"]
         assert c["volumeMounts"] == [{"name": "config", "mountPath": "/etc/headroom", "readOnly": True}]
         res = c["resources"]
         assert "cpu" not in res.get("limits", {}), f"{deployment_name}: no CPU limit"
@@ -441,3 +515,117 @@ def test_pod_disruption_budget_only_with_replicas(tmp_path: Path):
     r = kubernetes_validate(find(docs, "PodDisruptionBudget"), tmp_path, versions=K8S_VERSIONS[-1:])
     assert r.returncode == 0 and "WARN" not in r.stdout, r.stdout + r.stderr
     assert find(render(None, "replicas=3", "podDisruptionBudget.enabled=false"), "PodDisruptionBudget") == []
+
+
+# ---------------------------------------------------------------------------- TLS
+
+TLS_MODES = {
+    "tls": ("web.tls.enabled=true", "web.tls.secretName=headroom-tls"),
+    "verify-if-given": (
+        "web.tls.enabled=true",
+        "web.tls.secretName=headroom-tls",
+        "web.tls.clientAuthType=VerifyClientCertIfGiven",
+        "web.tls.clientCA.secretName=prometheus-client-ca",
+        "serviceMonitor.tls.clientCertSecretName=prometheus-client-tls",
+    ),
+    "mutual": tuple(f"{k}={v}" for k, v in {
+        "web.tls.enabled": "true",
+        "web.tls.secretName": "headroom-tls",
+        "web.tls.minVersion": "TLS13",
+        "web.tls.clientAuthType": "RequireAndVerifyClientCert",
+        "web.tls.clientCA.secretName": "prometheus-client-ca",
+        "serviceMonitor.tls.clientCertSecretName": "prometheus-client-tls",
+    }.items()),
+}
+
+
+def test_the_tls_values_file_is_the_mutual_mode():
+    assert render(TLS) == render(None, *TLS_MODES["mutual"])
+
+
+@pytest.mark.parametrize("mode", TLS_MODES, ids=TLS_MODES.keys())
+def test_tls_modes_validate_and_mount_what_the_web_config_names(mode: str, tmp_path: Path):
+    docs = render(None, *TLS_MODES[mode])
+    r = kubernetes_validate([d for d in docs if d["kind"] not in CRD_KINDS], tmp_path)
+    assert r.returncode == 0 and "WARN" not in r.stdout and "ERROR" not in r.stdout, r.stdout + r.stderr
+    for name in EXPORTERS:
+        deployment = one(docs, "Deployment", f"{RELEASE}-{name}")
+        pod = deployment["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert f"--web.config.file={MOUNT}/web-config.yml" in container["args"]
+        assert container["volumeMounts"] == [{"name": "config", "mountPath": MOUNT, "readOnly": True}]
+        web = yaml.safe_load(one(docs, "ConfigMap", f"{RELEASE}-{name}")["data"]["web-config.yml"])["tls_server_config"]
+        [volume] = pod["volumes"]
+        paths = {i["path"] for s in volume["projected"]["sources"] if "secret" in s for i in s["secret"]["items"]}
+        # Every file the web config names (relative to its directory) is in the volume.
+        assert {web[k] for k in ("cert_file", "key_file", "client_ca_file") if k in web} == paths
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["checksum/web-config"] == hashlib.sha256(
+            one(docs, "ConfigMap", f"{RELEASE}-{name}")["data"]["web-config.yml"].rstrip("\n").encode()
+        ).hexdigest()
+        probe = container["livenessProbe"]
+        if mode == "mutual":
+            assert "tcpSocket" in probe
+        else:
+            assert probe["httpGet"]["scheme"] == "HTTPS" and container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+
+
+def test_tls_settings_that_cannot_work_fail_at_render():
+    r = helm("template", RELEASE, str(CHART), "--set", "web.tls.enabled=true", check=False)
+    assert r.returncode != 0 and "web.tls.secretName" in r.stderr, r.stderr
+    mutual = ("web.tls.enabled=true", "web.tls.secretName=s", "web.tls.clientAuthType=RequireAndVerifyClientCert")
+    r = helm("template", RELEASE, str(CHART), *(a for m in mutual for a in ("--set", m)), check=False)
+    assert r.returncode != 0 and "serviceMonitor.tls.clientCertSecretName" in r.stderr, r.stderr
+    # Without ServiceMonitors nobody needs the client certificate.
+    helm("template", RELEASE, str(CHART), *(a for m in (*mutual, "serviceMonitor.enabled=false") for a in ("--set", m)))
+    for bad in ("web.tls.minVersion=TLS10", "web.tls.clientAuthType=RequireAnyClientCert", "serviceMonitor.tls.caFile=x"):
+        r = helm("template", RELEASE, str(CHART), "--set", bad, check=False)
+        assert r.returncode != 0 and bad.split(".")[-1].split("=")[0] in r.stderr, (bad, r.stderr)
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+@pytest.mark.parametrize("mode", TLS_MODES, ids=TLS_MODES.keys())
+def test_the_rendered_probes_and_scrape_reach_a_tls_exporter(mode: str, aws, tmp_path: Path):
+    """The SSM exporter run with the rendered arguments and the volume as the pod sees
+    it; probed as the kubelet would (HTTPS without verification, or a TCP connection),
+    and scraped as the ServiceMonitor says (its scheme, CA, server name and client
+    certificate)."""
+    docs = render(None, *TLS_MODES[mode])
+    command, args = exporter_args(docs, "ssm", None)
+    cas = mount_volume(docs, f"{RELEASE}-ssm", tmp_path)
+    port = free_port()
+    args = [f"--web.listen-address=127.0.0.1:{port}" if a.startswith("--web.listen-address=") else a for a in local_args(args, tmp_path)]
+    log_path = tmp_path / "exporter.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([str(BIN_DIR / Path(command).name), *args], env=aws_env(aws), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            [container] = one(docs, "Deployment", f"{RELEASE}-ssm")["spec"]["template"]["spec"]["containers"]
+
+            def probe(spec: dict) -> bool:
+                assert proc.poll() is None, log_path.read_text()
+                if "tcpSocket" in spec:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                    except OSError:
+                        return False
+                    return True
+                get = spec["httpGet"]
+                # The kubelet does not verify the certificate of an HTTPS probe, and
+                # sends no client certificate.
+                url = f"{get.get('scheme', 'HTTP').lower()}://127.0.0.1:{port}{get['path']}"
+                return requests.get(url, verify=False, timeout=2).status_code == 200
+
+            wait_until(lambda: probe(container["livenessProbe"]), 30, "the liveness probe")
+            wait_until(lambda: probe(container["readinessProbe"]), 60, "the readiness probe")
+            [endpoint] = one(docs, "ServiceMonitor", f"{RELEASE}-ssm")["spec"]["endpoints"]
+            assert endpoint["scheme"] == "https"
+            tls = endpoint["tlsConfig"]
+            assert tls["ca"]["secret"] == {"name": "headroom-tls", "key": "ca.crt"}
+            ctx = ssl.create_default_context(cadata=cas["server"].cert_pem.decode())
+            if "cert" in tls:
+                client = cas["client"].issue("prometheus", client=True)
+                ctx.load_cert_chain(*client.write(tmp_path / "prometheus.crt", tmp_path / "prometheus.key"))
+            status, body, _ = tls_get(port, ctx, endpoint["path"], host=tls["serverName"])
+            assert status == 200 and "aws_quota_exporter_build_info" in body
+        finally:
+            terminate(proc, 10)

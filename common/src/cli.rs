@@ -25,7 +25,8 @@ pub(crate) struct Cli {
         default_value = "/metrics"
     )]
     pub telemetry_path: String,
-    /// Exporter-toolkit web configuration file (basic_auth_users).
+    /// Exporter-toolkit web configuration file: basic_auth_users, tls_server_config (TLS,
+    /// mutual TLS; certificates re-read when they change).
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
     /// Only log messages at this level or above.

@@ -7,7 +7,7 @@
 //! ```text
 //! lib (main)           start-up: flags, config, targets, scheduler, server
 //! scheduler            one refresh task per (collector, target)
-//! server   aws         HTTP endpoints | targets, credentials, counted and rate-limited clients
+//! server tls aws        HTTP endpoints | TLS, reloaded certificates | targets, credentials, clients
 //! metrics              the prometheus crate: request counters, rendering
 //! snapshot webconfig   the last good samples | the web config file
 //! config   limits cli  the config file | limit resolution, Service Quotas in bulk | flags
@@ -27,6 +27,7 @@ mod scheduler;
 mod server;
 mod snapshot;
 mod telemetry;
+mod tls;
 mod webconfig;
 
 use std::path::PathBuf;
@@ -119,6 +120,14 @@ fn run(
         Some(path) => webconfig::WebConfig::load(path).map_err(StartError::WebConfig)?,
         None => webconfig::WebConfig::default(),
     };
+    // The certificate and key are read now, so that --config.check checks them too.
+    let tls = match (web.tls(), &cli.web_config_file) {
+        (Some(settings), Some(path)) => Some(
+            tls::ServerTls::new(settings.clone())
+                .map_err(|e| StartError::WebConfig(format!("{}: {e}", path.display())))?,
+        ),
+        _ => None,
+    };
     if cli.config_check {
         println!("{}: configuration is valid", info.name);
         return Ok(());
@@ -127,7 +136,7 @@ fn run(
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    runtime.block_on(serve(info, cli, config, web, collectors))
+    runtime.block_on(serve(info, cli, config, web, tls, collectors))
 }
 
 fn load_config(path: Option<&PathBuf>, known: &[Known]) -> Result<Config, ConfigError> {
@@ -145,6 +154,7 @@ async fn serve(
     cli: Cli,
     config: Config,
     web: webconfig::WebConfig,
+    tls: Option<tls::ServerTls>,
     collectors: Vec<Arc<dyn Collector>>,
 ) -> Result<(), StartError> {
     let metrics = metrics::Metrics::new(VERSION, REVISION)?;
@@ -169,7 +179,7 @@ async fn serve(
             source,
         })?;
     if let Ok(local) = listener.local_addr() {
-        tracing::info!(address = %local, "listening");
+        tracing::info!(address = %local, tls = tls.is_some(), "listening");
     }
     let state = server::AppState {
         name: info.name,
@@ -179,10 +189,17 @@ async fn serve(
         metrics,
         web: Arc::new(web),
     };
-    axum::serve(listener, server::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(StartError::Serve)?;
+    let app = server::app(state);
+    match tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(StartError::Serve)?,
+        Some(tls) => axum::serve(tls::TlsListener::new(listener, tls), app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(StartError::Serve)?,
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -209,8 +209,11 @@ mod tests {
     async fn basic_auth_guards_metrics_but_not_probes() {
         // bcrypt of "secret", cost 4.
         let hash = bcrypt::hash("secret", 4).expect("hash");
-        let web = WebConfig::parse(&format!("basic_auth_users:\n  alice: '{hash}'\n"))
-            .expect("web config");
+        let web = WebConfig::parse(
+            &format!("basic_auth_users:\n  alice: '{hash}'\n"),
+            std::path::Path::new("."),
+        )
+        .expect("web config");
         let s = state(web);
         assert_eq!(
             get(app(s.clone()), "/metrics", None).await.0,

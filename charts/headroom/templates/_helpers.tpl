@@ -84,3 +84,47 @@ app.kubernetes.io/component: {{ .name }}-exporter
 {{- if (index $.Values.exporters $name).enabled }}true{{ end }}
 {{- end }}
 {{- end }}
+
+{{/* The web config file (--web.config.file) with TLS; its files are in the projected
+config volume, next to it under tls/. */}}
+{{- define "headroom.webConfigFile" -}}
+{{- $tls := .Values.web.tls -}}
+tls_server_config:
+  cert_file: tls/tls.crt
+  key_file: tls/tls.key
+  min_version: {{ $tls.minVersion }}
+  {{- if ne $tls.clientAuthType "NoClientCert" }}
+  client_auth_type: {{ $tls.clientAuthType }}
+  client_ca_file: tls/client-ca.crt
+  {{- end }}
+{{- end }}
+
+{{/* Fails on TLS settings that cannot work, before anything is installed. */}}
+{{- define "headroom.checkTls" -}}
+{{- $tls := .Values.web.tls }}
+{{- if $tls.enabled }}
+{{- if not $tls.secretName }}
+{{- fail "web.tls.secretName: required with web.tls.enabled (a Secret with tls.crt and tls.key)" }}
+{{- end }}
+{{- if and (eq $tls.clientAuthType "RequireAndVerifyClientCert") .Values.serviceMonitor.enabled (not .Values.serviceMonitor.tls.clientCertSecretName) }}
+{{- fail "serviceMonitor.tls.clientCertSecretName: required with web.tls.clientAuthType RequireAndVerifyClientCert, or Prometheus cannot scrape" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A probe: an HTTP(S) GET of the path, or only a TCP connection under mutual TLS,
+where the kubelet has no client certificate. Context: dict "root" $ "path" <path>. */}}
+{{- define "headroom.probe" -}}
+{{- $tls := .root.Values.web.tls }}
+{{- if and $tls.enabled (eq $tls.clientAuthType "RequireAndVerifyClientCert") }}
+tcpSocket:
+  port: http-metrics
+{{- else }}
+httpGet:
+  path: {{ .path }}
+  port: http-metrics
+  {{- if $tls.enabled }}
+  scheme: HTTPS
+  {{- end }}
+{{- end }}
+{{- end }}
