@@ -25,18 +25,29 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
+  # The prometheus package would start its own Prometheus on port 9090; the tests and
+  # the demo run their own. Rather than stop it afterwards (which could hit a user's
+  # Prometheus), keep every service from starting while these packages install, the
+  # way Debian's container images do: a policy-rc.d that refuses, only for the install
+  # and only where there is none (someone else's policy stays as it is).
+  policy=/usr/sbin/policy-rc.d
+  made_policy=false
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# headroom scripts/setup.sh: no service starts while it installs packages\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    made_policy=true
+  fi
   # Quiet (apt's notes go to stderr too), but everything it said if it fails.
   apt_log=$(mktemp)
-  if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >"$apt_log" 2>&1; then
+  installed=true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >"$apt_log" 2>&1 || installed=false
+  if $made_policy; then $SUDO rm -f "$policy"; fi
+  if ! $installed; then
     cat "$apt_log" >&2
     rm -f "$apt_log"
     exit 1
   fi
   rm -f "$apt_log"
-  # The Debian package starts a Prometheus service we do not want; tests run their own.
-  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop prometheus prometheus-node-exporter >/dev/null 2>&1 || true; fi
-  pkill -x prometheus >/dev/null 2>&1 || true
-  pkill -f prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 
 stamp=.venv/.requirements.sha
