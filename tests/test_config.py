@@ -23,6 +23,16 @@ BAD = [
     ("unknown quota override", "collectors:\n  ssm_parameters:\n    limit_overrides: {L-NOPE: 1}\n", ["limit_overrides.L-NOPE", "standard_parameters"]),
     ("short account ID", "accounts:\n  - account_id: 12345678901\n", ["accounts[0].account_id", "12 digits", "line 2"]),
     ("not YAML", "regions: [eu-west-1\n", ["did not find expected"]),
+    ("duplicate collector", "collectors:\n  ssm_parameters:\n    rate_limit: 1\n  ssm_parameters:\n    rate_limit: 2\n", ["collectors.ssm_parameters", "given twice, at line 2 and line 4"]),
+    ("duplicate override", "collectors:\n  ssm_parameters:\n    limit_overrides:\n      standard_parameters: 1\n      standard_parameters: 2\n", ["limit_overrides.standard_parameters", "line 4 and line 5"]),
+    ("duration past any clock", "collectors:\n  ssm_parameters:\n    limits_refresh_interval: 99999999999999999h\n", ["collectors.ssm_parameters.limits_refresh_interval", "at most 720h"]),
+    ("attempt timeout past any clock", "aws:\n  attempt_timeout: 5124095576030431h\n", ["aws.attempt_timeout", "at most 720h"]),
+    ("numbers as names", "collectors:\n  ssm_parameters:\n    rate_limit: 1\nregions: [1, 2]\n", ["regions[0]", "expected a string"]),
+    ("YAML tag", "regions: !evil [eu-west-1]\n", ["regions", "YAML tags are not accepted"]),
+    ("NUL byte", "regions:\n  - eu-west-1\u0000\n", ["line 2, column 14", "control character U+0000"]),
+    ("per-resource key on a collector without resources", "collectors:\n  ssm_parameters:\n    include: [\"a\"]\n", ["collectors.ssm_parameters.include", "counts no single resources"]),
+    ("external ID AWS refuses", "accounts:\n  - role_arn: arn:aws:iam::111111111111:role/x\n    external_id: \"a b\"\n", ["accounts[0].external_id", "only letters"]),
+    ("deep nesting", "regions: " + "[" * 40_000 + "\n", ["nested deeper than 32 levels"]),
 ]
 
 
@@ -36,6 +46,20 @@ def test_bad_config_exits_non_zero_naming_the_key(tmp_path: Path, name: str, tex
         assert str(path) in r.stderr, r.stderr
         for n in needles:
             assert n in r.stderr, (n, r.stderr)
+
+
+def test_huge_and_endless_files_are_refused_without_echoing_them(tmp_path: Path):
+    """A 10 MB value is not repeated in the message; a device that never ends (or a
+    huge file) is refused after the first MiB instead of read until memory runs out."""
+    path = tmp_path / "huge.yml"
+    path.write_text("regions: [eu-" + "a" * 500_000 + "-1]\n")
+    r = subprocess.run([BIN, f"--config.file={path}", "--config.check"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "regions[0]" in r.stderr and len(r.stderr) < 2000, r.stderr[:500]
+    path.write_text("regions: [" + "a" * 10_000_000 + "]\n")
+    r = subprocess.run([BIN, f"--config.file={path}", "--config.check"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "larger than 1024 KiB" in r.stderr and len(r.stderr) < 2000, r.stderr[:500]
+    r = subprocess.run([BIN, "--config.file=/dev/urandom", "--config.check"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "/dev/urandom" in r.stderr and len(r.stderr) < 2000, r.stderr[:500]
 
 
 def test_unquoted_account_id_keeps_its_leading_zero(tmp_path: Path):

@@ -54,11 +54,11 @@ validated_string!(
     SessionName,
     check_session_name
 );
-validated_string!(NonEmptyString, |s: &str| if s.is_empty() {
-    Err("must not be empty".to_string())
-} else {
-    Ok(())
-});
+validated_string!(
+    /// An STS external ID.
+    ExternalId,
+    check_external_id
+);
 
 impl RoleArn {
     /// The account ID inside the ARN (validated at parse time).
@@ -76,6 +76,13 @@ fn check_account_id(s: &str) -> Result<(), String> {
 }
 
 fn check_role_arn(s: &str) -> Result<(), String> {
+    // IAM allows ARNs up to 2,048 characters.
+    if s.len() > 2048 {
+        return Err(format!(
+            "malformed role ARN: {} characters, at most 2048",
+            s.len()
+        ));
+    }
     let bad = |why: &str| Err(format!("malformed role ARN {s:?}: {why}"));
     let parts: Vec<&str> = s.splitn(6, ':').collect();
     if parts.len() != 6 || parts[0] != "arn" {
@@ -100,10 +107,40 @@ fn check_role_arn(s: &str) -> Result<(), String> {
     if name.is_empty() || name.ends_with('/') || !name.chars().all(ok) {
         return bad("invalid role name");
     }
+    // IAM: a role name of 1 to 64 characters, under a path of at most 512.
+    let (path, role) = name.rsplit_once('/').unwrap_or(("", name));
+    if role.len() > 64 {
+        return bad("the role name is longer than 64 characters");
+    }
+    if path.len() + 2 > 512 {
+        return bad("the role path is longer than 512 characters");
+    }
+    Ok(())
+}
+
+/// An STS external ID: 2 to 1,224 of `[\w+=,.@:/-]`, as AssumeRole accepts.
+fn check_external_id(s: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(c);
+    if !(2..=1224).contains(&s.len()) {
+        return Err(format!(
+            "invalid external ID: {} characters, expected 2 to 1224",
+            s.len()
+        ));
+    }
+    if !s.chars().all(ok) {
+        return Err("invalid external ID: only letters, digits and _+=,.@:/- are allowed".into());
+    }
     Ok(())
 }
 
 fn check_region(s: &str) -> Result<(), String> {
+    // The longest region names are under 20 characters.
+    if s.len() > 32 {
+        return Err(format!(
+            "invalid region: {} characters, expected a name such as eu-west-1",
+            s.len()
+        ));
+    }
     // Letters-and-dashes groups ending in a number: us-east-1, us-gov-west-1, eu-central-2.
     let parts: Vec<&str> = s.split('-').collect();
     let ok = parts.len() >= 3

@@ -15,12 +15,12 @@ use serde::Deserialize;
 
 use crate::api::{Collector, Defaults, QuotaSpec};
 
-pub(crate) use ids::{AccountId, NonEmptyString, Region, RoleArn, SessionName};
+pub(crate) use ids::{AccountId, ExternalId, Region, RoleArn, SessionName};
 pub(crate) use pattern::Pattern;
 pub(crate) use values::{
     format_duration, Attempts, Concurrency, Dur, LimitValue, NonEmpty, Rate, Ratio,
 };
-pub(crate) use yaml::parse_yaml;
+pub(crate) use yaml::{parse_yaml, read_bounded};
 
 /// A configuration error: which file, and what is wrong (the message names the key).
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +60,7 @@ pub(crate) struct AccountConfig {
     #[serde(default)]
     pub role_arn: Option<RoleArn>,
     #[serde(default)]
-    pub external_id: Option<NonEmptyString>,
+    pub external_id: Option<ExternalId>,
     #[serde(default)]
     pub session_name: Option<SessionName>,
     /// Limit overrides for this account only, by quota code; they win over the
@@ -235,7 +235,7 @@ impl Config {
             file: path.to_path_buf(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let text = yaml::read_bounded(path).map_err(err)?;
         Config::parse(&text, known).map_err(err)
     }
 
@@ -476,12 +476,125 @@ aws:
             ("accounts:\n  - {}\n  - {}\n", "accounts[1]", "listed twice"),
             ("collectors:\n  things:\n    rate_limit: 0.01\n", "collectors.things.rate_limit", "attempt_timeout"),
             ("- just\n- a list\n", "", "invalid type"),
+            // Values that would overflow a clock later, or are not what AWS accepts.
+            ("collectors:\n  things:\n    limits_refresh_interval: 99999999999999999h\n", "collectors.things.limits_refresh_interval", "at most 720h"),
+            ("aws:\n  attempt_timeout: 5124095576030431h\n", "aws.attempt_timeout", "at most 720h"),
+            ("accounts:\n  - role_arn: arn:aws:iam::222222222222:role/x\n    external_id: a\n", "accounts[0].external_id", "2 to 1224"),
+            ("accounts:\n  - role_arn: arn:aws:iam::222222222222:role/x\n    external_id: \"a b\"\n", "accounts[0].external_id", "only letters"),
+            ("regions: [eu-west-1, [1]]\n", "regions[1]", "expected a string"),
+            ("collectors:\n  things:\n    include: [1, 2]\n", "collectors.things.include[0]", "expected a string"),
+            ("regions: !evil [eu-west-1]\n", "regions", "YAML tags"),
+            ("collectors:\n  things: {}\n  things: {}\n", "collectors.things", "given twice, at line 2 and line 3"),
+            ("accounts:\n  - limit_overrides:\n      L-TEST: 1\n      L-TEST: 2\n", "accounts[0].limit_overrides.L-TEST", "given twice"),
         ];
         for (yaml, key, what) in cases {
             let e = err(yaml);
             assert!(e.contains(key), "{yaml:?}: {e:?} should name {key:?}");
             assert!(e.contains(what), "{yaml:?}: {e:?} should say {what:?}");
         }
+    }
+
+    #[test]
+    fn huge_values_are_refused_without_being_repeated() {
+        let huge = "a".repeat(500_000);
+        for (yaml, key) in [
+            (format!("regions: [eu-{huge}-1]\n"), "regions[0]"),
+            (format!("accounts:\n  - role_arn: arn:aws:iam::222222222222:role/x\n    external_id: {huge}\n"), "accounts[0].external_id"),
+            (format!("accounts:\n  - role_arn: arn:aws:iam::222222222222:role/{huge}\n"), "accounts[0].role_arn"),
+        ] {
+            let e = err(&yaml);
+            assert!(e.contains(key) && e.len() < 1000, "{key}: {} bytes: {}", e.len(), &e[..e.len().min(300)]);
+        }
+        let e = err(
+            "accounts:\n  - role_arn: arn:aws:iam::222222222222:role/path/"
+                .to_string()
+                .as_str()
+                .to_owned()
+                .as_str(),
+        );
+        assert!(!e.is_empty());
+        let long_name = format!(
+            "accounts:\n  - role_arn: arn:aws:iam::222222222222:role/{}\n",
+            "r".repeat(65)
+        );
+        assert!(err(&long_name).contains("longer than 64"));
+    }
+
+    /// A fixed corpus of valid files, mutated by a seeded generator: every result is a
+    /// config or an error of bounded length, never a panic.
+    #[test]
+    fn mutated_files_give_a_config_or_a_short_error() {
+        let corpus = [
+            include_str!("../../../examples/demo.yml"),
+            "accounts:\n  - {}\n  - role_arn: arn:aws:iam::222222222222:role/x\n    external_id: abc\n    limit_overrides: {L-TEST: 5}\nregions: [eu-west-1, us-east-1]\ncollectors:\n  things:\n    refresh_interval: 1m\n    include: [\"a-*\"]\n    min_usage_ratio: 0.5\naws:\n  max_attempts: 3\n",
+        ];
+        let pieces = [
+            "\u{0}",
+            "[",
+            "{",
+            "]",
+            ":",
+            "- ",
+            "!tag ",
+            "\n  ",
+            "'",
+            "\"",
+            "99999999999999999999h",
+            "&a",
+            "*a",
+            "\t",
+            "#",
+            "\u{7}",
+            "\u{feff}",
+            "é",
+            "- - -\n",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x6865_6164);
+        let (mut accepted, mut refused) = (0, 0);
+        for round in 0..3_000 {
+            let base = corpus[round % corpus.len()];
+            let mut text: Vec<char> = base.chars().collect();
+            for _ in 0..rng.usize(1..6) {
+                let at = rng.usize(0..=text.len());
+                match rng.u8(0..4) {
+                    0 if !text.is_empty() => {
+                        text.remove(at.min(text.len() - 1));
+                    }
+                    1 => {
+                        let piece = pieces[rng.usize(0..pieces.len())];
+                        for (i, c) in piece.chars().enumerate() {
+                            text.insert(at + i, c);
+                        }
+                    }
+                    2 => {
+                        let c = char::from_u32(rng.u32(0..0x80)).unwrap_or('x');
+                        text.insert(at, c);
+                    }
+                    _ => {
+                        // A line again, somewhere else (duplicate keys).
+                        let s: String = text.iter().collect();
+                        let lines: Vec<&str> = s.lines().collect();
+                        let line = lines[rng.usize(0..lines.len())].to_string();
+                        let mut out = s.clone();
+                        out.push('\n');
+                        out.push_str(&line);
+                        text = out.chars().collect();
+                    }
+                }
+            }
+            let text: String = text.into_iter().collect();
+            match Config::parse(&text, &q()) {
+                Ok(_) => accepted += 1,
+                Err(e) => {
+                    refused += 1;
+                    assert!(!e.is_empty() && e.chars().count() <= 420, "{text:?}: {e}");
+                }
+            }
+        }
+        assert!(
+            accepted > 100 && refused > 1_000,
+            "{accepted} accepted, {refused} refused"
+        );
     }
 
     #[test]

@@ -39,6 +39,10 @@ impl fmt::Display for Dur {
     }
 }
 
+/// The longest duration any setting takes: past it, adding to a clock overflows
+/// somewhere, and no interval or timeout of ours needs more.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Parses `1h30m`, `5m`, `90s`, `250ms`; the result must be positive.
 pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || {
@@ -70,6 +74,12 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     if total.is_zero() {
         return Err(format!("invalid duration {s:?}: must be more than zero"));
+    }
+    if total > MAX_DURATION {
+        return Err(format!(
+            "invalid duration {s:?}: at most {} (30 days)",
+            format_duration(MAX_DURATION)
+        ));
     }
     Ok(total)
 }
