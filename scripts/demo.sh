@@ -23,7 +23,9 @@ if [ -n "${HEADROOM_BIN_DIR:-}" ]; then
   bin=$HEADROOM_BIN_DIR  # binaries built already (the test suite runs the demo this way)
 else
   echo "demo: building the exporters (the first build takes a few minutes)" >&2
-  cargo build --locked --workspace --bins >&2
+  # The same build as `make test` (scripts/test.sh): the tests' dev-dependencies change
+  # some crates' features, so a --bins build would rebuild what the tests built.
+  cargo build --locked --workspace --all-targets >&2
   bin=target/debug
 fi
 
@@ -46,6 +48,30 @@ if $list_only; then
   exit 0
 fi
 
+# Every port must be free before anything starts: the demo shows numbers only from the
+# processes it started, never from another program on a port it wanted.
+port_free() { # port variable
+  if ! .venv/bin/python - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+PY
+  then
+    echo "demo: port $1 is already in use by another program; set $2 to a free port" >&2
+    exit 1
+  fi
+}
+port_free "$AWS_PORT" AWS_PORT
+port_free "$PROM_PORT" PROM_PORT
+for exp in "${exporters[@]}"; do
+  read -r name _ port <<<"$exp"
+  port_free "$port" "$(printf '%s_PORT' "$name" | tr 'a-z-' 'A-Z_')"
+done
+
 pids=()
 cleanup() {
   trap - INT TERM EXIT
@@ -64,17 +90,27 @@ grep -q READY "$logdir/aws.out" || { echo "demo: the test server did not start:"
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$AWS_PORT" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \
   AWS_REGION=eu-west-1 AWS_EC2_METADATA_DISABLED=true
+# Waits until `url` answers 200 while process `pid` (named `what`, logging to `log`)
+# is alive; stops the demo, showing the log, if it exits first or never answers.
+wait_for() { # pid what url log
+  for _ in $(seq 1 300); do
+    kill -0 "$1" 2>/dev/null || { echo "demo: $2 exited; its log ($4):" >&2; tail -n 20 "$4" >&2; exit 1; }
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$3")" = 200 ] && return 0
+    sleep 0.2
+  done
+  echo "demo: $2 did not answer $3 within a minute; its log: $4" >&2
+  exit 1
+}
+declare -A pid_of
 for exp in "${exporters[@]}"; do
   read -r name binary port <<<"$exp"
   "$bin/$binary" --config.file=examples/demo.yml --web.listen-address="127.0.0.1:$port" 2>"$logdir/$name.log" &
   pids+=($!)
+  pid_of[$name]=$!
 done
 for exp in "${exporters[@]}"; do
-  read -r _ _ port <<<"$exp"
-  for _ in $(seq 1 300); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] && break
-    sleep 0.2
-  done
+  read -r name binary port <<<"$exp"
+  wait_for "${pid_of[$name]}" "$binary" "http://127.0.0.1:$port/readyz" "$logdir/$name.log"
 done
 
 # Prometheus with the rules of alerts/ (not their unit tests), scraping every 5s.
@@ -92,10 +128,7 @@ mkdir -p "$logdir/prometheus"
 prometheus --config.file="$logdir/prometheus.yml" --storage.tsdb.path="$logdir/prometheus" \
   --web.listen-address="127.0.0.1:$PROM_PORT" >"$logdir/prometheus.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 150); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PROM_PORT/-/ready")" = 200 ] && break
-  sleep 0.2
-done
+wait_for "$!" Prometheus "http://127.0.0.1:$PROM_PORT/-/ready" "$logdir/prometheus.log"
 
 echo
 echo "headroom demo is running (logs in $logdir)"
@@ -118,6 +151,10 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 sleep 6  # one more rule evaluation, so every target's alerts are in
+# Still ours, all of them, before showing what they serve.
+for p in "${pids[@]}"; do
+  kill -0 "$p" 2>/dev/null || { echo "demo: a process it started has exited (logs in $logdir)" >&2; exit 1; }
+done
 echo "Alerts in Prometheus (pending for 15m before they fire; the watchdog always fires):"
 curl -s "http://127.0.0.1:$PROM_PORT/api/v1/alerts" | .venv/bin/python scripts/show_alerts.py
 echo

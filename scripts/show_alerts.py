@@ -15,4 +15,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (KeyboardInterrupt, BrokenPipeError):
+        # Ctrl-C while the demo shows this: stop quietly, as the demo does.
+        sys.exit(130)

@@ -86,3 +86,21 @@ def test_the_demo_shows_quotas_and_alerts_and_ctrl_c_stops_it():
         time.sleep(0.2)
     still = [name for name, p in ports.items() if listening(p)]
     assert still == [], f"still listening after Ctrl-C: {still}"
+
+
+def test_a_taken_port_stops_the_demo_before_it_starts_anything():
+    """An SRE's own Prometheus on the demo's port: the demo names the port and the
+    variable that moves it, and exits without starting anything, so it never shows
+    another program's numbers as its own."""
+    ports = {name: free_port() for name in ("AWS_PORT", *(e.port_variable for e in EXPORTERS), "PROM_PORT")}
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "HEADROOM_BIN_DIR": str(BIN_DIR)}
+    for taken in ("PROM_PORT", EXPORTERS[0].port_variable):
+        with socket.socket() as somebody_else:
+            somebody_else.bind(("127.0.0.1", ports[taken]))
+            somebody_else.listen()
+            r = subprocess.run(["scripts/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0, r.stdout + r.stderr
+        assert f"port {ports[taken]} is already in use" in r.stderr and taken in r.stderr, r.stderr
+        assert "headroom demo is running" not in r.stdout, r.stdout
+        others = [name for name, p in ports.items() if name != taken and listening(p)]
+        assert others == [], f"left listening: {others}"
