@@ -1,8 +1,8 @@
 //! Why a collection failed, and the bounded `error_code` label of an AWS error.
 
-use std::fmt;
 use std::sync::RwLock;
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -46,20 +46,37 @@ impl CollectError {
 
     /// Converts an SDK error, keeping the AWS error code both raw and as a bounded
     /// label.
-    pub fn from_sdk<E, R>(operation: &str, err: &SdkError<E, R>) -> Self
+    ///
+    /// The label follows the same rules as the request-error counter's, so a log line
+    /// and the counter name one failure alike: a known code is itself and an unknown
+    /// one `other`, except that a success status with an unreadable body is
+    /// `malformed_response`; with no code at all, `http_5xx`, `http_4xx` or
+    /// `malformed_response` by status.
+    pub fn from_sdk<E>(operation: &str, err: &SdkError<E, HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: fmt::Debug,
     {
         let context = || format!("{}", DisplayErrorContext(err));
         let (code, aws_code, message) = match err {
             SdkError::ServiceError(se) => {
                 let e = se.err();
                 let raw = e.code().unwrap_or("");
+                let status = se.raw().status().as_u16();
+                let label = match (raw.is_empty(), error_code_label(raw)) {
+                    (true, _) if status >= 500 => "http_5xx",
+                    (true, _) if status >= 400 => "http_4xx",
+                    (true, _) => "malformed_response",
+                    (false, "other") if (200..300).contains(&status) => "malformed_response",
+                    (false, label) => label,
+                };
+                let message = match e.message() {
+                    Some(m) if !m.is_empty() => m.to_string(),
+                    _ => context(),
+                };
                 (
-                    error_code_label(raw),
+                    label,
                     (!raw.is_empty()).then(|| raw.chars().take(MAX_AWS_CODE).collect()),
-                    e.message().unwrap_or("").to_string(),
+                    message,
                 )
             }
             SdkError::TimeoutError(_) => ("timeout", None, "request timed out".to_string()),
@@ -198,6 +215,44 @@ mod tests {
             1
         );
         assert!(!registered.contains(&"ThrottlingException"));
+    }
+
+    fn service_error(status: u16, code: Option<&str>) -> CollectError {
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+        let mut meta = ErrorMetadata::builder();
+        if let Some(c) = code {
+            meta = meta.code(c);
+        }
+        let response = HttpResponse::new(status.try_into().expect("status"), SdkBody::empty());
+        let err: SdkError<ErrorMetadata, HttpResponse> =
+            SdkError::service_error(meta.build(), response);
+        CollectError::from_sdk("Op", &err)
+    }
+
+    #[test]
+    fn labels_follow_the_request_counter_s_rules() {
+        // The same cases as the counter's response_error_code test.
+        assert_eq!(
+            service_error(400, Some("ThrottlingException")).code,
+            "ThrottlingException"
+        );
+        assert_eq!(service_error(400, Some("SomethingNew")).code, "other");
+        assert_eq!(
+            service_error(400, Some("SomethingNew")).aws_code.as_deref(),
+            Some("SomethingNew")
+        );
+        assert_eq!(
+            service_error(200, Some("SomethingNew")).code,
+            "malformed_response"
+        );
+        assert_eq!(service_error(200, None).code, "malformed_response");
+        assert_eq!(service_error(502, None).code, "http_5xx");
+        assert_eq!(service_error(403, None).code, "http_4xx");
+        assert!(
+            !service_error(200, None).message.is_empty(),
+            "an empty message says what happened"
+        );
     }
 
     #[test]
