@@ -235,7 +235,7 @@ impl Config {
             file: path.to_path_buf(),
             message,
         };
-        let text = yaml::read_bounded(path).map_err(err)?;
+        let text = read_bounded(path).map_err(err)?;
         Config::parse(&text, known).map_err(err)
     }
 
