@@ -10,3 +10,5 @@ cargo build --locked --workspace --release --bins
 #   git worktree add /tmp/baseline <rev> && (cd /tmp/baseline && cargo build --release -p ecr-quota-exporter)
 #   .venv/bin/python bench/scrape.py --baseline-bin /tmp/baseline/target/release
 .venv/bin/python bench/scrape.py
+# Hostile clients: wrong-password flood, unknown users, silent connections.
+.venv/bin/python bench/web_limits.py --bin-dir target/release

@@ -7,7 +7,9 @@
 //! ```text
 //! lib (main)           start-up: flags, config, targets, scheduler, server
 //! scheduler            one refresh task per (collector, target)
+//! connections          the accept loop: timeouts, connection cap, shutdown deadline
 //! server tls aws        HTTP endpoints | TLS, reloaded certificates | targets, credentials, clients
+//! auth                 basic authentication: bcrypt off the async workers, cached
 //! metrics              the prometheus crate: request counters, rendering
 //! snapshot webconfig   the last good samples | the web config file
 //! config   limits cli  the config file | limit resolution, Service Quotas in bulk | flags
@@ -17,9 +19,11 @@
 //! `api` is the collector API, and depends on nothing else here.
 
 mod api;
+mod auth;
 mod aws;
 mod cli;
 mod config;
+mod connections;
 mod limits;
 mod metrics;
 mod ratelimit;
@@ -77,8 +81,6 @@ enum StartError {
         address: String,
         source: std::io::Error,
     },
-    #[error("server: {0}")]
-    Serve(std::io::Error),
 }
 
 /// The whole program of an exporter: flags, config, targets, background refresh and
@@ -99,9 +101,6 @@ pub fn main(info: ExporterInfo, collectors: Vec<Arc<dyn Collector>>) -> ExitCode
     match run(info, cli, collectors) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if matches!(e, StartError::Serve(_)) {
-                tracing::error!(error = %e, "exiting");
-            }
             eprintln!("{}: {e}", info.name);
             ExitCode::from(1)
         }
@@ -136,7 +135,11 @@ fn run(
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    runtime.block_on(serve(info, cli, config, web, tls, collectors))
+    let result = runtime.block_on(serve(info, cli, config, web, tls, collectors));
+    // Tasks still running (refreshes, connections cut at the shutdown deadline) are
+    // dropped; blocking ones (a bcrypt verification) get a moment to return.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 fn load_config(path: Option<&PathBuf>, known: &[Known]) -> Result<Config, ConfigError> {
@@ -187,18 +190,14 @@ async fn serve(
         telemetry_path: cli.telemetry_path.clone(),
         snapshot,
         metrics,
-        web: Arc::new(web),
+        auth: Arc::new(auth::BasicAuth::new(&web)),
     };
     let app = server::app(state);
     match tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(StartError::Serve)?,
-        Some(tls) => axum::serve(tls::TlsListener::new(listener, tls), app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(StartError::Serve)?,
+        None => connections::serve(listener, app, shutdown_signal()).await,
+        Some(tls) => {
+            connections::serve(tls::TlsListener::new(listener, tls), app, shutdown_signal()).await
+        }
     }
     tracing::info!("stopped");
     Ok(())

@@ -12,9 +12,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::auth::BasicAuth;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::webconfig::WebConfig;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -23,7 +23,7 @@ pub(crate) struct AppState {
     pub telemetry_path: String,
     pub snapshot: Arc<Snapshot>,
     pub metrics: Metrics,
-    pub web: Arc<WebConfig>,
+    pub auth: Arc<BasicAuth>,
 }
 
 /// The router; tests drive it in-process.
@@ -120,11 +120,14 @@ async fn basic_auth(
     req: Request,
     next: Next,
 ) -> Response {
-    if s.web.authorized(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    ) {
+    if s.auth
+        .check(
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        )
+        .await
+    {
         next.run(req).await
     } else {
         (
@@ -139,6 +142,7 @@ async fn basic_auth(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webconfig::WebConfig;
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
@@ -156,7 +160,7 @@ mod tests {
                 std::time::Duration::from_secs(600),
             )])),
             metrics: Metrics::new("1.2.3", "abc").expect("metrics"),
-            web: Arc::new(web),
+            auth: Arc::new(BasicAuth::new(&web)),
         }
     }
 

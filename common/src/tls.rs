@@ -11,7 +11,9 @@
 //!
 //! Handshakes run in tasks of their own, under [`HANDSHAKE_TIMEOUT`], so a slow or
 //! silent client holds neither the accept loop nor a task for long, and a failed
-//! handshake only closes that connection.
+//! handshake only closes that connection. At most [`MAX_HANDSHAKES`] run at once (with
+//! [`BUSY_HANDSHAKE_TIMEOUT`] when many do), so silent clients cannot exhaust the file
+//! descriptors; `connections` then applies the same limits as to plain HTTP.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -35,6 +37,13 @@ use crate::webconfig::{ClientAuth, Curve, Pem, PemSource, TlsSettings, TlsVersio
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a client has from connecting to the end of its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; further clients wait in the listen queue. With
+/// `connections::MAX_CONNECTIONS` this bounds the file descriptors the server uses.
+const MAX_HANDSHAKES: usize = 256;
+/// Above this many handshakes in progress, new ones get [`BUSY_HANDSHAKE_TIMEOUT`], so
+/// that a flood of silent clients turns over quickly.
+const BUSY_HANDSHAKES: usize = MAX_HANDSHAKES / 4;
+const BUSY_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The TLS server configuration, kept current with the files it was read from.
 #[derive(Debug)]
@@ -270,9 +279,14 @@ impl axum::serve::Listener for TlsListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             tokio::select! {
-                accepted = self.tcp.accept() => match accepted {
+                accepted = self.tcp.accept(), if self.handshakes.len() < MAX_HANDSHAKES => match accepted {
                     Ok((stream, peer)) => {
-                        self.handshakes.spawn(handshake(self.tls.clone(), stream, peer));
+                        let timeout = if self.handshakes.len() >= BUSY_HANDSHAKES {
+                            BUSY_HANDSHAKE_TIMEOUT
+                        } else {
+                            HANDSHAKE_TIMEOUT
+                        };
+                        self.handshakes.spawn(handshake(self.tls.clone(), stream, peer, timeout));
                     }
                     Err(e) => accept_error(e).await,
                 },
@@ -309,6 +323,7 @@ async fn handshake(
     tls: Arc<ServerTls>,
     stream: TcpStream,
     peer: SocketAddr,
+    timeout: Duration,
 ) -> Option<(TlsStream<TcpStream>, SocketAddr)> {
     let attempt = async move {
         let mut stream = stream;
@@ -320,7 +335,7 @@ async fn handshake(
             .await
             .map_err(|e| e.to_string())
     };
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
+    match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(stream)) => Some((stream, peer)),
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "TLS handshake failed");

@@ -158,8 +158,8 @@ impl TlsSettings {
 
 impl WebConfig {
     pub(crate) fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text =
+            crate::config::read_bounded(path).map_err(|e| format!("{}: {e}", path.display()))?;
         // Relative file names are relative to the web config file, as in the toolkit.
         let dir = path.parent().unwrap_or(Path::new(""));
         Self::parse(&text, dir).map_err(|e| format!("{}: {e}", path.display()))
@@ -179,9 +179,14 @@ impl WebConfig {
             return Err("rate_limit: not supported".into());
         }
         for (user, hash) in &c.basic_auth_users {
-            if !(hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$")) {
+            // The whole hash must parse (version, cost, salt, digest): a value that only
+            // starts like one would pass the check and then refuse every login.
+            let parsed = hash.parse::<bcrypt::HashParts>();
+            let version_ok =
+                hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$");
+            if !version_ok || parsed.is_err() || hash.len() != 60 {
                 return Err(format!(
-                    "basic_auth_users.{user}: expected a bcrypt hash ($2y$...)"
+                    "basic_auth_users.{user}: expected a bcrypt hash ($2y$10$ and 53 more characters, as htpasswd -nbBC 10 writes it)"
                 ));
             }
         }
@@ -200,27 +205,20 @@ impl WebConfig {
         self.tls.as_ref()
     }
 
-    /// Whether a request with this `Authorization` header may pass.
-    pub(crate) fn authorized(&self, header: Option<&str>) -> bool {
-        if self.basic_auth_users.is_empty() {
-            return true;
-        }
-        let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ")) else {
-            return false;
-        };
-        let Some(decoded) = base64_decode(encoded.trim()) else {
-            return false;
-        };
-        let Ok(text) = String::from_utf8(decoded) else {
-            return false;
-        };
-        let Some((user, password)) = text.split_once(':') else {
-            return false;
-        };
-        self.basic_auth_users
-            .get(user)
-            .is_some_and(|hash| bcrypt::verify(password, hash).unwrap_or(false))
+    /// `basic_auth_users`: bcrypt hash by user name; empty when authentication is off.
+    /// `auth` verifies requests against them.
+    pub(crate) fn basic_auth_users(&self) -> &BTreeMap<String, String> {
+        &self.basic_auth_users
     }
+}
+
+/// The user name and password of a `Basic` `Authorization` header; `None` when the
+/// header is missing or malformed.
+pub(crate) fn basic_credentials(header: Option<&str>) -> Option<(String, String)> {
+    let encoded = header?.strip_prefix("Basic ")?;
+    let text = String::from_utf8(base64_decode(encoded.trim())?).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
 }
 
 /// A key's value, `None` when missing or empty.
@@ -417,6 +415,13 @@ mod tests {
         assert_eq!(base64_decode("YQ==").as_deref(), Some(&b"a"[..]));
         assert_eq!(base64_decode("YWI=").as_deref(), Some(&b"ab"[..]));
         assert!(base64_decode("!!!!").is_none());
+        assert_eq!(
+            basic_credentials(Some("Basic YWxpY2U6c2VjcmV0")),
+            Some(("alice".into(), "secret".into()))
+        );
+        assert_eq!(basic_credentials(Some("Bearer YWxpY2U6c2VjcmV0")), None);
+        assert_eq!(basic_credentials(Some("Basic YWxpY2U=")), None);
+        assert_eq!(basic_credentials(None), None);
     }
 
     #[test]
@@ -430,7 +435,7 @@ mod tests {
         assert!(parse("http_server_config:\n  http2: false\n")
             .unwrap_err()
             .starts_with("http_server_config: not supported"));
-        assert!(parse("").expect("empty").authorized(None));
+        assert!(parse("").expect("empty").basic_auth_users().is_empty());
         assert!(parse("").expect("empty").tls().is_none());
     }
 
@@ -520,5 +525,24 @@ mod tests {
         assert!(err.contains("key_file (or key) is missing"), "{err}");
         let err = parse("tls_server_config:\n  min_version: TLS13\n").unwrap_err();
         assert!(err.contains("cert_file (or cert) is missing"), "{err}");
+    }
+
+    #[test]
+    fn a_value_that_only_looks_like_a_bcrypt_hash_is_refused() {
+        let good = bcrypt::hash("secret", 4).expect("hash");
+        assert!(parse(&format!("basic_auth_users:\n  alice: '{good}'\n")).is_ok());
+        for bad in [
+            "$2y$10$short",
+            "$2y$xx$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz0",
+            "$1$md5crypt",
+        ] {
+            let e = parse(&format!("basic_auth_users:\n  alice: '{bad}'\n")).expect_err(bad);
+            assert!(
+                e.contains("basic_auth_users.alice: expected a bcrypt hash"),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse("basic_auth_users:\n  alice: x\n  alice: y\n").expect_err("duplicate");
+        assert!(e.contains("given twice, at line 2 and line 3"), "{e}");
     }
 }
