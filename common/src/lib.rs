@@ -7,13 +7,13 @@
 //! ```text
 //! lib (main)           start-up: flags, config, targets, scheduler, server
 //! scheduler            one refresh task per (collector, target)
-//! connections          the accept loop: timeouts, connection cap, shutdown deadline
-//! server tls aws        HTTP endpoints | TLS, reloaded certificates | targets, credentials, clients
-//! auth                 basic authentication: bcrypt off the async workers, cached
-//! metrics              the prometheus crate: request counters, rendering
+//! server aws           HTTP endpoints | targets, credentials, counted clients
+//! tls auth metrics     TLS, reloaded certificates | basic auth off the async workers |
+//!                      the prometheus crate: counters, rendering at refresh time
 //! snapshot webconfig   the last good samples | the web config file
-//! config   limits cli  the config file | limit resolution, Service Quotas in bulk | flags
-//! api ratelimit telemetry
+//! config limits cli    the config file | limit resolution, Service Quotas in bulk | flags
+//! api connections ratelimit telemetry
+//!                      the collector API | the accept loop: timeouts, cap, shutdown
 //! ```
 //!
 //! `api` is the collector API, and depends on nothing else here.
