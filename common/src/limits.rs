@@ -187,6 +187,10 @@ const LIST_DEFAULTS: &str = "ListAWSDefaultServiceQuotas";
 #[derive(Debug, Default)]
 pub(crate) struct SharedListings {
     slots: std::sync::Mutex<HashMap<ListingKey, Slot>>,
+    /// Services some collector reads per-resource values of: every resolver lists
+    /// their applied values at every level, so that whichever lists first serves all
+    /// (and the number of calls does not depend on which starts first).
+    resource_services: BTreeSet<String>,
 }
 
 /// Account, region, service code and list call.
@@ -196,6 +200,18 @@ type ListingKey = (String, String, String, &'static str);
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, bool, Arc<Listing>)>>>;
 
 impl SharedListings {
+    /// Listings for collectors with these quotas.
+    pub(crate) fn for_quotas<'a>(quotas: impl IntoIterator<Item = &'a QuotaSpec>) -> Self {
+        SharedListings {
+            resource_services: quotas
+                .into_iter()
+                .filter(|q| q.in_service_quotas && q.resource_level)
+                .map(|q| q.service_code.to_string())
+                .collect(),
+            ..SharedListings::default()
+        }
+    }
+
     async fn get(
         &self,
         target: &Target,
@@ -218,6 +234,8 @@ impl SharedListings {
             );
             slots.entry(key).or_default().clone()
         };
+        let per_resource =
+            per_resource || (op == LIST_APPLIED && self.resource_services.contains(service));
         let mut last = slot.lock().await;
         if let Some((at, with_resources, listing)) = last.as_ref() {
             if at.elapsed() < max_age && (*with_resources || !per_resource) {

@@ -150,7 +150,17 @@ pub(crate) fn plan(
 ) -> (Vec<Entry>, Vec<Job>) {
     let mut entries = Vec::new();
     let mut jobs = Vec::new();
-    let listings = Arc::new(SharedListings::default());
+    let enabled: Vec<&Arc<dyn Collector>> = collectors
+        .iter()
+        .filter(|c| {
+            config
+                .collector(c.name())
+                .enabled
+                .unwrap_or_else(|| c.enabled_by_default())
+        })
+        .collect();
+    let quotas: Vec<QuotaSpec> = enabled.iter().flat_map(|c| c.quotas()).collect();
+    let listings = Arc::new(SharedListings::for_quotas(&quotas));
     for c in collectors {
         let settings = config.collector(c.name());
         if !settings.enabled.unwrap_or_else(|| c.enabled_by_default()) {

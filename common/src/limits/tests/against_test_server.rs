@@ -302,8 +302,23 @@ async fn collectors_of_one_service_share_its_listings() {
         .await;
     assert_eq!(limits.get(&PER_RESOURCE, "a", None).value, 9.0);
     assert_eq!(counted(&metrics, "ListServiceQuotas"), 3.0);
+    // Knowing up front that a collector wants per-resource values, the account-level
+    // one lists every level too: one listing whichever starts first.
+    let known = std::sync::Arc::new(super::SharedListings::for_quotas(&[APPLIED, PER_RESOURCE]));
+    let mut account_first = LimitResolver::new(known.clone(), hour);
+    let mut then_resources = LimitResolver::new(known, hour);
+    account_first.refresh(&target, &[APPLIED], &none).await;
+    let (limits, _) = then_resources
+        .refresh(&target, &[PER_RESOURCE], &none)
+        .await;
+    assert_eq!(limits.get(&PER_RESOURCE, "a", None).value, 9.0);
+    assert_eq!(
+        counted(&metrics, "ListServiceQuotas"),
+        4.0,
+        "one more listing, not two"
+    );
     // Past its maximum age a listing is made anew.
     let mut impatient = LimitResolver::new(shared, std::time::Duration::ZERO);
     impatient.refresh(&target, &[APPLIED], &none).await;
-    assert_eq!(counted(&metrics, "ListServiceQuotas"), 4.0);
+    assert_eq!(counted(&metrics, "ListServiceQuotas"), 5.0);
 }
