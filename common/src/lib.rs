@@ -25,6 +25,10 @@ mod cli;
 mod config;
 mod connections;
 mod limits;
+// Limit resolution against the local AWS test server: it uses aws, metrics and
+// snapshot, so it lives above them, not inside limits.
+#[cfg(test)]
+mod limits_against_test_server;
 mod metrics;
 mod ratelimit;
 mod scheduler;

@@ -669,7 +669,3 @@ mod tests {
         );
     }
 }
-
-#[cfg(test)]
-#[path = "limits/tests/against_test_server.rs"]
-mod against_test_server;

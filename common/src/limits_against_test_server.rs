@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::SystemTime;
 
-use super::{LimitResolver, LimitSource, Limits};
 use crate::api::QuotaSpec;
 use crate::aws::{local_target, AwsContext};
+use crate::limits::{LimitResolver, LimitSource, Limits, SharedListings};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
@@ -280,7 +280,7 @@ async fn collectors_of_one_service_share_its_listings() {
     let metrics = Metrics::new("0", "test").expect("metrics");
     let aws = AwsContext::new(metrics.aws.clone());
     let target = local_target(&aws, &server.url(), ACCOUNT, "eu-west-1").await;
-    let shared = std::sync::Arc::new(super::SharedListings::default());
+    let shared = std::sync::Arc::new(SharedListings::default());
     let hour = std::time::Duration::from_secs(3600);
     let mut images = LimitResolver::new(shared.clone(), hour);
     let mut repositories = LimitResolver::new(shared.clone(), hour);
@@ -293,7 +293,7 @@ async fn collectors_of_one_service_share_its_listings() {
     assert_eq!(got(&limits, "L-AAAAAAAA"), (2000.0, LimitSource::Applied));
     assert_eq!(counted(&metrics, "ListServiceQuotas"), 1.0, "reused");
     // An account-level listing does not serve a per-resource quota.
-    let fresh = std::sync::Arc::new(super::SharedListings::default());
+    let fresh = std::sync::Arc::new(SharedListings::default());
     let mut account_first = LimitResolver::new(fresh.clone(), hour);
     let mut then_resources = LimitResolver::new(fresh, hour);
     account_first.refresh(&target, &[APPLIED], &none).await;
@@ -304,7 +304,7 @@ async fn collectors_of_one_service_share_its_listings() {
     assert_eq!(counted(&metrics, "ListServiceQuotas"), 3.0);
     // Knowing up front that a collector wants per-resource values, the account-level
     // one lists every level too: one listing whichever starts first.
-    let known = std::sync::Arc::new(super::SharedListings::for_quotas(&[APPLIED, PER_RESOURCE]));
+    let known = std::sync::Arc::new(SharedListings::for_quotas(&[APPLIED, PER_RESOURCE]));
     let mut account_first = LimitResolver::new(known.clone(), hour);
     let mut then_resources = LimitResolver::new(known, hour);
     account_first.refresh(&target, &[APPLIED], &none).await;
