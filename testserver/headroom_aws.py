@@ -10,6 +10,18 @@ What the layer adds, per request, in front of moto (everything else is moto's):
   ListAWSDefaultServiceQuotas paged at 100 like AWS, and GetServiceQuota /
   GetAWSDefaultServiceQuota answering a value, NoSuchResourceException or
   AccessDeniedException per account, region, service and quota.
+- Seeded quotas for the whole of Service Quotas (any service, with usage, UsageMetric,
+  GlobalQuota, QuotaAppliedAtLevel), and a bulk generator (`generate_quotas`).
+- The quota utilization report: StartQuotaUtilizationReport and
+  GetQuotaUtilizationReport, computed from the seeded usage when a report starts, with a
+  scripted lifecycle (PENDING, IN_PROGRESS, COMPLETED or FAILED, or stuck), pages of at
+  most 1,000 by utilization descending, tokens bound to their report, reports bound to
+  their account and region, and expiry (15 minutes unless set shorter).
+- CloudWatch GetMetricData for the seeded AWS/Usage metrics, in the protocol the SDKs
+  speak now (Smithy RPC v2 CBOR, query-compatible errors) and in JSON 1.0: datapoints
+  every period (60 s unless seeded otherwise) over the past hours at the seeded usage,
+  exact dimension matching, at most 500 queries, MaxDatapoints paging; a metric can be
+  made late (its newest datapoint minutes old) or empty.
 - Fault injection: throttling, 5xx, access denied or latency on chosen operations,
   accounts and regions, every n-th matching call and/or a limited number of times.
 - Fast seeding of thousands of parameters straight into moto's backend.
@@ -22,6 +34,18 @@ Control API (JSON over HTTP, under /_headroom/):
                                              "applied": number|"NoSuchResource"|"AccessDenied",
                                              "default": number|"NoSuchResource"|"AccessDenied",
                                              "resources": {"<resource ARN>": number}}
+  POST /_headroom/seed_quotas               {"account","region","replace": bool,
+                                             "quotas": [{"service_code","service_name","quota_code",
+                                               "quota_name","applied","default","adjustable","global",
+                                               "usage","usage_metric": {"MetricNamespace","MetricName",
+                                               "MetricDimensions","MetricStatisticRecommendation"},
+                                               "period","quota_period","resources"}],
+                                             "generate": {"count","services","no_usage_every","prefix"}}
+  POST /_headroom/report_behaviour          {"account","region","pending_polls","in_progress_polls",
+                                             "ready_after_s","fail","error_code","error_message",
+                                             "stuck","expiry_s","reuse_s"}
+  POST /_headroom/metric_state              {"account","region","service_code","quota_code",
+                                             "late_minutes","no_data","history_minutes"}
   POST /_headroom/faults                    {"operation","account","region","code","status",
                                              "every","times","latency_ms"} (all optional but code
                                              or latency_ms); returns {"id"}
@@ -37,15 +61,22 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import hashlib
+import hmac
 import io
 import json
+import math
+import os
 import re
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable
+
+import cbor2
 
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -55,6 +86,8 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 
 DEFAULT_ACCOUNT = "123456789012"
+# CloudWatch's Smithy service name: the RPC v2 CBOR path segment and the JSON target prefix.
+CLOUDWATCH_SERVICE = "GraniteServiceVersion20100801"
 CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
 
@@ -82,12 +115,69 @@ class Fault:
 
 
 @dataclass
+class ReportBehaviour:
+    """How the utilization reports of one account and region progress. A report takes
+    the behaviour in force when it starts."""
+
+    pending_polls: int = 1  # GetQuotaUtilizationReport calls answering PENDING
+    in_progress_polls: int = 1  # then this many answering IN_PROGRESS
+    ready_after_s: float = 0.0  # and never finished before this many seconds from the start
+    fail: bool = False  # finish as FAILED with error_code and error_message
+    error_code: str = "ReportGenerationFailed"
+    error_message: str = "The quota utilization report could not be generated."
+    stuck: bool = False  # stay IN_PROGRESS for ever after the PENDING polls
+    expiry_s: float = 900.0  # AWS deletes reports 15 minutes after they start
+    reuse_s: float = 0.0  # Start hands back a report younger than this instead of a new one
+
+    @classmethod
+    def from_request(cls, req: dict) -> ReportBehaviour:
+        kinds = {f.name: type(f.default) for f in fields(cls)}
+        return cls(**{k: kinds[k](v) for k, v in req.items() if k in kinds})
+
+
+@dataclass
+class Report:
+    """One quota utilization report: its rows are fixed when it starts."""
+
+    id: str
+    account: str
+    region: str
+    started: float  # epoch seconds; GeneratedAt
+    rows: list[dict[str, Any]]
+    behaviour: ReportBehaviour
+    polls: int = 0
+    status: str = "PENDING"
+
+    def poll(self, now: float) -> str:
+        """Counts one GetQuotaUtilizationReport call and returns the status it sees."""
+        self.polls += 1
+        if self.status in ("COMPLETED", "FAILED"):
+            return self.status
+        b = self.behaviour
+        if self.polls <= b.pending_polls:
+            self.status = "PENDING"
+        elif b.stuck or self.polls <= b.pending_polls + b.in_progress_polls or now - self.started < b.ready_after_s:
+            self.status = "IN_PROGRESS"
+        else:
+            self.status = "FAILED" if b.fail else "COMPLETED"
+        return self.status
+
+
+@dataclass
 class State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     faults: list[Fault] = field(default_factory=list)
     next_fault: int = 1
-    # (account, region, service_code, quota_code) -> {"applied": ..., "default": ...}
+    # (account, region, service_code, quota_code) -> {"applied": ..., "default": ...}; the
+    # keys seed_quotas stores are those of quota_entry, metric_state adds late_minutes,
+    # no_data and history_minutes
     quotas: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # utilization reports by ReportId, and the behaviour of new ones by (account, region)
+    reports: dict[str, Report] = field(default_factory=dict)
+    report_behaviour: dict[tuple[str, str], ReportBehaviour] = field(default_factory=dict)
+    # signs the pagination tokens of reports and GetMetricData, so that forged or
+    # foreign tokens are refused
+    token_key: bytes = field(default_factory=lambda: os.urandom(16))
     log: list[dict[str, Any]] = field(default_factory=list)
     short_pages: bool = False
     # (account, region, repository) -> digests of archived images
@@ -104,6 +194,8 @@ class State:
             self.archived.clear()
             self.directory_buckets.clear()
             self.access_points.clear()
+            self.reports.clear()
+            self.report_behaviour.clear()
             self.short_pages = False
 
 
@@ -118,12 +210,14 @@ def account_for(access_key: str | None) -> str:
     return get_account_id_from(access_key)
 
 
-def json_response(start: Callable, status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+def json_response(
+    start: Callable, status: int, body: Any, headers: Iterable[tuple[str, str]] = (), content_type: str = "application/x-amz-json-1.1"
+) -> list[bytes]:
     data = json.dumps(body, default=str).encode()
     reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
     start(
         f"{status} {reason}",
-        [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data))), *headers],
+        [("Content-Type", content_type), ("Content-Length", str(len(data))), *headers],
     )
     return [data]
 
@@ -141,6 +235,56 @@ def xml_error(start: Callable, status: int, code: str, message: str) -> list[byt
     ).encode()
     start(f"{status} Error", [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
     return [data]
+
+
+def cbor_response(start: Callable, status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+    """A Smithy RPC v2 CBOR response (timestamps must already be CBORTag(1, seconds))."""
+    data = cbor2.dumps(body)
+    start(
+        f"{status} {'OK' if status == 200 else 'Error'}",
+        [("Content-Type", "application/cbor"), ("smithy-protocol", "rpc-v2-cbor"), ("Content-Length", str(len(data))), *headers],
+    )
+    return [data]
+
+
+# CloudWatch's error shapes by their query error code (the body's __type names the shape).
+CLOUDWATCH_ERROR_SHAPES = {
+    "InvalidParameterValue": "InvalidParameterValueException",
+    "MissingParameter": "MissingRequiredParameterException",
+    "InvalidParameterCombination": "InvalidParameterCombinationException",
+    "InternalServiceError": "InternalServiceFault",
+    "ValidationError": "ValidationException",
+}
+
+
+def query_compatible_error(start: Callable, cbor: bool, status: int, code: str, message: str) -> list[bytes]:
+    """An error of a former query-protocol service (CloudWatch) in CBOR or JSON 1.0: the
+    SDKs take the code from the x-amzn-query-error header (`code;Sender`), as AWS sends it."""
+    fault = "Sender" if status < 500 else "Receiver"
+    headers = [("x-amzn-query-error", f"{code};{fault}")]
+    body = {"__type": f"com.amazonaws.cloudwatch#{CLOUDWATCH_ERROR_SHAPES.get(code, code)}", "message": message}
+    if cbor:
+        return cbor_response(start, status, body, headers)
+    return json_response(start, status, body, headers, "application/x-amz-json-1.0")
+
+
+def sign_token(*parts: str) -> str:
+    """An opaque pagination token (standard base64, as AWS's token patterns allow) that
+    carries `parts` and a MAC, so the server can tell its own tokens from forged ones."""
+    payload = ":".join(parts)
+    mac = hmac.new(STATE.token_key, payload.encode(), hashlib.sha256).hexdigest()[:20]
+    return base64.b64encode(f"{payload}:{mac}".encode()).decode()
+
+
+def read_token(token: Any) -> list[str] | None:
+    """The parts of a token made by sign_token; None if it is not one."""
+    try:
+        raw = base64.b64decode(str(token), validate=True).decode()
+    except Exception:
+        return None
+    payload, _, mac = raw.rpartition(":")
+    expected = hmac.new(STATE.token_key, payload.encode(), hashlib.sha256).hexdigest()[:20]
+    return payload.split(":") if payload and hmac.compare_digest(mac, expected) else None
 
 
 class Layer:
@@ -163,8 +307,14 @@ class Layer:
         access_key, region, signing_service = (m.group(1), m.group(2), m.group(3)) if m else (None, "us-east-1", "")
         account = account_for(access_key)
         s3_op = self.s3_operation(environ, signing_service)
-        operation = target.split(".", 1)[1] if "." in target else s3_op or self.query_operation(environ, body, signing_service)
+        # Smithy RPC v2 CBOR (CloudWatch in the current SDKs): POST /service/<service>/operation/<op>
+        cbor_service, cbor_op = self.cbor_operation(environ, path)
+        if cbor_op:
+            operation = cbor_op
+        else:
+            operation = target.split(".", 1)[1] if "." in target else s3_op or self.query_operation(environ, body, signing_service)
         xml = signing_service in ("sts", "s3", "s3express", "iam")
+        cloudwatch = cbor_service == CLOUDWATCH_SERVICE or target.startswith(CLOUDWATCH_SERVICE + ".")
 
         fault = self.pick_fault(operation, account, region)
         status_box: list[int] = []
@@ -180,7 +330,11 @@ class Layer:
                 if fault.code:
                     if xml:
                         return xml_error(recording_start, fault.status, fault.code, fault.message)
+                    if cloudwatch:
+                        return query_compatible_error(recording_start, bool(cbor_op), fault.status, fault.code, fault.message)
                     return aws_json_error(recording_start, fault.status, fault.code, fault.message)
+            if cloudwatch:
+                return self.cloudwatch(account, region, operation, body, bool(cbor_op), recording_start)
             if s3_op in ("ListBuckets", "ListDirectoryBuckets", "ListAccessPoints"):
                 return getattr(self, s3_op.lower())(environ, account, region, recording_start)
             if target == "AmazonSSM.DescribeParameters":
@@ -204,6 +358,14 @@ class Layer:
                         "fault": fault.code if fault is not None else None,
                     }
                 )
+
+    @staticmethod
+    def cbor_operation(environ: dict, path: str) -> tuple[str | None, str | None]:
+        """(service, operation) of a Smithy RPC v2 CBOR request, else (None, None)."""
+        m = re.fullmatch(r"/service/([^/]+)/operation/([^/]+)", path)
+        if environ.get("REQUEST_METHOD") != "POST" or not m or environ.get("HTTP_SMITHY_PROTOCOL") != "rpc-v2-cbor":
+            return None, None
+        return m.group(1), m.group(2)
 
     @staticmethod
     def query_operation(environ: dict, body: bytes, service: str) -> str:
@@ -476,6 +638,10 @@ class Layer:
             return self.list_service_quotas(account, region, req, start)
         if operation == "ListAWSDefaultServiceQuotas":
             return self.list_service_quotas(account, region, req, start, defaults=True)
+        if operation == "StartQuotaUtilizationReport":
+            return self.start_quota_utilization_report(account, region, start)
+        if operation == "GetQuotaUtilizationReport":
+            return self.get_quota_utilization_report(account, region, req, start)
         if operation not in ("GetServiceQuota", "GetAWSDefaultServiceQuota"):
             return aws_json_error(start, 400, "IllegalArgumentException", f"{operation} is not served by the test server")
         with STATE.lock:
@@ -486,17 +652,9 @@ class Layer:
             return aws_json_error(start, 400, "NoSuchResourceException", f"The request failed because the specified service or quota does not exist: {service_code}/{quota_code}")
         if value == "AccessDenied":
             return aws_json_error(start, 400, "AccessDeniedException", "You do not have sufficient access to perform this action.")
-        quota = {
-            "ServiceCode": service_code,
-            "ServiceName": service_code,
-            "QuotaArn": f"arn:aws:servicequotas:{region}:{account}:{service_code}/{quota_code}",
-            "QuotaCode": quota_code,
-            "QuotaName": entry.get("name", quota_code),
-            "Value": value,
-            "Unit": "None",
-            "Adjustable": bool(entry.get("adjustable", True)),
-            "GlobalQuota": bool(entry.get("global", False)),
-        }
+        quota = {**quota_item(account, region, service_code, quota_code, entry), "Value": value}
+        if operation == "GetServiceQuota":
+            quota["QuotaAppliedAtLevel"] = "ACCOUNT"
         return json_response(start, 200, {"Quota": quota})
 
     def list_service_quotas(self, account: str, region: str, req: dict, start: Callable, defaults: bool = False) -> list[bytes]:
@@ -519,22 +677,115 @@ class Layer:
             for (acct, reg, svc, code), entry in sorted(STATE.quotas.items()):
                 if (acct, reg, svc) != (account, region, service_code) or (quota_code and code != quota_code):
                     continue
-                quota = {
-                    "ServiceCode": svc, "ServiceName": svc, "QuotaCode": code, "QuotaName": entry.get("name", code),
-                    "QuotaArn": f"arn:aws:servicequotas:{region}:{account}:{svc}/{code}",
-                    "Unit": "None", "Adjustable": bool(entry.get("adjustable", True)), "GlobalQuota": bool(entry.get("global", False)),
-                }
+                quota = quota_item(account, region, svc, code, entry)
                 value = entry.get("default" if defaults else "applied")
                 if (defaults or level in ("ACCOUNT", "ALL")) and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    items.append({**quota, "Value": value})
+                    items.append({**quota, "Value": value, **({} if defaults else {"QuotaAppliedAtLevel": "ACCOUNT"})})
                 if not defaults and level in ("RESOURCE", "ALL"):
                     for arn, v in sorted(entry.get("resources", {}).items()):
-                        items.append({**quota, "Value": v, "QuotaContext": {"ContextScope": "RESOURCE", "ContextScopeType": "AWS::ECR::Repository", "ContextId": arn}})
+                        items.append({
+                            **quota, "Value": v, "QuotaAppliedAtLevel": "RESOURCE",
+                            "QuotaContext": {"ContextScope": "RESOURCE", "ContextScopeType": "AWS::ECR::Repository", "ContextId": arn},
+                        })
         offset = int(req.get("NextToken") or 0)
         out: dict[str, Any] = {"Quotas": items[offset : offset + max_results]}
         if offset + max_results < len(items):
             out["NextToken"] = str(offset + max_results)
         return json_response(start, 200, out)
+
+    # The quota utilization report. AWS (API reference, GetQuotaUtilizationReport and
+    # StartQuotaUtilizationReport): Start answers a ReportId and PENDING, or hands back a
+    # recent report; Get answers PENDING, IN_PROGRESS, COMPLETED or FAILED (ErrorCode,
+    # ErrorMessage), rows sorted by utilization descending, at most 1,000 a page (the
+    # default), TotalCount across pages, GeneratedAt; reports are deleted after 15
+    # minutes. Utilization = usage / applied value × 100, for quotas with usage data.
+
+    def start_quota_utilization_report(self, account: str, region: str, start: Callable) -> list[bytes]:
+        now = time.time()
+        with STATE.lock:
+            behaviour = STATE.report_behaviour.get((account, region), ReportBehaviour())
+            if behaviour.reuse_s > 0:
+                recent = [
+                    r for r in STATE.reports.values()
+                    if (r.account, r.region) == (account, region) and r.status != "FAILED"
+                    and now - r.started < min(behaviour.reuse_s, r.behaviour.expiry_s)
+                ]
+                if recent:
+                    r = max(recent, key=lambda r: r.started)
+                    return json_response(start, 200, {
+                        "ReportId": r.id, "Status": r.status,
+                        "Message": "A report generated in the last few minutes is reused.",
+                    })
+            rows = utilization_rows(account, region)
+            report = Report(str(uuid.uuid4()), account, region, now, rows, behaviour)
+            STATE.reports[report.id] = report
+        return json_response(start, 200, {"ReportId": report.id, "Status": "PENDING", "Message": "The report is being generated."})
+
+    def get_quota_utilization_report(self, account: str, region: str, req: dict, start: Callable) -> list[bytes]:
+        report_id = req.get("ReportId")
+        if not isinstance(report_id, str) or not report_id:
+            return aws_json_error(start, 400, "ValidationException", "1 validation error detected: Value null at 'reportId' failed to satisfy constraint: Member must not be null")
+        max_results = req.get("MaxResults", 1000)
+        if not isinstance(max_results, int) or isinstance(max_results, bool) or not 1 <= max_results <= 1000:
+            return aws_json_error(
+                start, 400, "ValidationException",
+                f"1 validation error detected: Value '{max_results}' at 'maxResults' failed to satisfy constraint: Member must have value less than or equal to 1000",
+            )
+        now = time.time()
+        with STATE.lock:
+            report = STATE.reports.get(report_id)
+            if report is not None and now - report.started >= report.behaviour.expiry_s:
+                del STATE.reports[report_id]  # deleted once expired, like AWS
+                report = None
+            # Another account's or region's report does not exist for this caller.
+            if report is None or (report.account, report.region) != (account, region):
+                return aws_json_error(start, 400, "NoSuchResourceException", f"The quota utilization report {report_id} does not exist or has expired.")
+            status = report.poll(now)
+            rows = report.rows
+        out: dict[str, Any] = {"ReportId": report_id, "Status": status}
+        token = req.get("NextToken")
+        offset = 0
+        if token is not None:
+            parts = read_token(token)
+            if status != "COMPLETED" or not parts or len(parts) != 3 or parts[:2] != ["report", report_id] or not parts[2].isdigit():
+                return aws_json_error(start, 400, "InvalidPaginationTokenException", "The pagination token is not valid for this report.")
+            offset = int(parts[2])
+        if status == "FAILED":
+            out.update(ErrorCode=report.behaviour.error_code, ErrorMessage=report.behaviour.error_message)
+        if status != "COMPLETED":
+            return json_response(start, 200, out)
+        out.update(GeneratedAt=report.started, TotalCount=len(rows), Quotas=rows[offset : offset + max_results])
+        if offset + max_results < len(rows):
+            out["NextToken"] = sign_token("report", report_id, str(offset + max_results))
+        return json_response(start, 200, out)
+
+    # --- CloudWatch ----------------------------------------------------------------------
+    # GetMetricData for the AWS/Usage metrics of the seeded quotas, answered by the layer:
+    # CloudWatch's usage metrics are published every minute (CloudWatch User Guide, "AWS
+    # usage metrics"). Errors are query-compatible codes (InvalidParameterValue,
+    # InvalidNextToken, ...), since CloudWatch was a query-protocol service.
+
+    def cloudwatch(self, account: str, region: str, operation: str, body: bytes, cbor: bool, start: Callable) -> list[bytes]:
+        def reply(out: dict[str, Any]) -> list[bytes]:
+            if cbor:
+                return cbor_response(start, 200, out)
+            return json_response(start, 200, out, content_type="application/x-amz-json-1.0")
+
+        if operation != "GetMetricData":
+            return query_compatible_error(start, cbor, 400, "InvalidAction", f"{operation} is not served by the test server")
+        try:
+            req = cbor2.loads(body) if cbor else json.loads(body or b"{}")
+            if not isinstance(req, dict):
+                raise CloudWatchError("SerializationException", "the request body is not a structure")
+            out = get_metric_data(account, region, req, time.time())
+        except CloudWatchError as e:
+            return query_compatible_error(start, cbor, 400, e.code, e.message)
+        except (cbor2.CBORDecodeError, ValueError) as e:
+            return query_compatible_error(start, cbor, 400, "SerializationException", f"cannot decode the request: {e}")
+        if cbor:
+            for result in out["MetricDataResults"]:
+                result["Timestamps"] = [cbor2.CBORTag(1, float(t)) for t in result["Timestamps"]]
+        return reply(out)
 
     # --- control -------------------------------------------------------------------------
 
@@ -566,6 +817,27 @@ class Layer:
             key = (req.get("account", DEFAULT_ACCOUNT), req["region"], req["service_code"], req["quota_code"])
             with STATE.lock:
                 STATE.quotas[key] = {k: v for k, v in req.items() if k in ("applied", "default", "adjustable", "global", "name", "resources")}
+            return {"ok": True}
+        if action == "seed_quotas":
+            account, region = req.get("account", DEFAULT_ACCOUNT), req["region"]
+            quotas = list(req.get("quotas", []))
+            gen = req.get("generate")
+            if gen:
+                quotas += generate_quotas(int(gen["count"]), int(gen.get("services", 1)), int(gen.get("no_usage_every", 0)), gen.get("prefix", "svc"))
+            return seed_quotas(account, region, quotas, bool(req.get("replace", False)))
+        if action == "report_behaviour":
+            key = (req.get("account", DEFAULT_ACCOUNT), req["region"])
+            behaviour = ReportBehaviour.from_request(req)
+            with STATE.lock:
+                STATE.report_behaviour[key] = behaviour
+            return {"ok": True}
+        if action == "metric_state":
+            key = (req.get("account", DEFAULT_ACCOUNT), req["region"], req["service_code"], req["quota_code"])
+            with STATE.lock:
+                entry = STATE.quotas[key]
+                for name, kind in (("late_minutes", float), ("no_data", bool), ("history_minutes", float)):
+                    if name in req:
+                        entry[name] = kind(req[name])
             return {"ok": True}
         if action == "faults":
             with STATE.lock:
@@ -693,6 +965,327 @@ def seed_ecr(account: str, region: str, repositories: dict[str, dict], empty: in
     for i in range(empty):
         repo(f"{prefix}-{i:05d}")
     return {"repositories": len(repositories) + empty, "images": images}
+
+
+# --- Service Quotas data -------------------------------------------------------------------
+
+def number(value: Any) -> float | None:
+    """A quota value as a number; None for an absent one or a scripted error."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def quota_item(account: str, region: str, service_code: str, quota_code: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """The ServiceQuota structure of a stored quota, without Value."""
+    item: dict[str, Any] = {
+        "ServiceCode": service_code,
+        "ServiceName": entry.get("service_name", service_code),
+        "QuotaArn": f"arn:aws:servicequotas:{region}:{account}:{service_code}/{quota_code}",
+        "QuotaCode": quota_code,
+        "QuotaName": entry.get("name", quota_code),
+        "Unit": "None",
+        "Adjustable": bool(entry.get("adjustable", True)),
+        "GlobalQuota": bool(entry.get("global", False)),
+    }
+    if entry.get("usage_metric"):
+        item["UsageMetric"] = entry["usage_metric"]
+    if entry.get("quota_period"):
+        item["Period"] = entry["quota_period"]
+    return item
+
+
+def quota_entry(spec: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(service_code, quota_code, stored entry) of one quota of seed_quotas.
+
+    `applied` absent means only the default applies (ListServiceQuotas leaves the quota
+    out, ListAWSDefaultServiceQuotas lists it); `usage` absent means the quota has no
+    usage data; a quota with usage gets a default UsageMetric (AWS/Usage ResourceCount,
+    dimensions Service=<service code>, Type=Resource, Resource=<quota code>, Class=None,
+    Maximum) unless `usage_metric` says otherwise; `period` is the seconds between the
+    metric's datapoints (60, as AWS publishes usage every minute)."""
+    service_code, quota_code = str(spec["service_code"]), str(spec["quota_code"])
+    entry: dict[str, Any] = {
+        "name": str(spec.get("quota_name", quota_code)),
+        "service_name": str(spec.get("service_name", service_code)),
+        "adjustable": bool(spec.get("adjustable", True)),
+        "global": bool(spec.get("global", False)),
+        "period": int(spec.get("period", 60)),
+    }
+    if entry["period"] <= 0:
+        raise ValueError(f"period must be positive: {entry['period']}")
+    for key in ("applied", "default"):
+        if spec.get(key) is not None:
+            entry[key] = spec[key]  # a number, or "NoSuchResource" / "AccessDenied"
+    if spec.get("usage") is not None:
+        entry["usage"] = float(spec["usage"])
+    metric = spec.get("usage_metric")
+    if metric is None and "usage" in entry:
+        metric = {}
+    if metric is not None:
+        entry["usage_metric"] = {
+            "MetricNamespace": str(metric.get("MetricNamespace", "AWS/Usage")),
+            "MetricName": str(metric.get("MetricName", "ResourceCount")),
+            "MetricDimensions": {
+                str(k): str(v)
+                for k, v in (metric.get("MetricDimensions") or {"Service": service_code, "Type": "Resource", "Resource": quota_code, "Class": "None"}).items()
+            },
+            "MetricStatisticRecommendation": str(metric.get("MetricStatisticRecommendation", "Maximum")),
+        }
+    if spec.get("quota_period"):
+        entry["quota_period"] = dict(spec["quota_period"])  # {"PeriodValue": n, "PeriodUnit": "SECOND"}
+    if spec.get("resources"):
+        entry["resources"] = dict(spec["resources"])
+    return service_code, quota_code, entry
+
+
+def seed_quotas(account: str, region: str, quotas: list[dict[str, Any]], replace: bool = False) -> dict[str, int]:
+    """Stores quotas for an account and region; `replace` forgets its earlier ones first."""
+    entries = [quota_entry(spec) for spec in quotas]
+    with STATE.lock:
+        if replace:
+            for key in [k for k in STATE.quotas if k[:2] == (account, region)]:
+                del STATE.quotas[key]
+        for service_code, quota_code, entry in entries:
+            STATE.quotas[(account, region, service_code, quota_code)] = entry
+    return {"quotas": len(entries)}
+
+
+def generate_quotas(count: int, services: int, no_usage_every: int = 0, prefix: str = "svc") -> list[dict[str, Any]]:
+    """`count` quotas spread round-robin over `services` services (`{prefix}000`, ...),
+    for seed_quotas: deterministic, so tests and benches can compute what to expect.
+
+    Quota i is `L-{i:08X}` with default 100 × (1 + i mod 7), applied twice its default
+    when i is a multiple of 3 (else absent), and an integer usage up to 110% of its
+    limit; with `no_usage_every` n > 0, every n-th quota (i mod n = n - 1) has no usage."""
+    if count < 0 or services < 1:
+        raise ValueError("count must be >= 0 and services >= 1")
+    out = []
+    for i in range(count):
+        service_code = f"{prefix}{i % services:03d}"
+        default = 100 * (1 + i % 7)
+        applied = 2 * default if i % 3 == 0 else None
+        limit = applied or default
+        spec: dict[str, Any] = {
+            "service_code": service_code,
+            "service_name": f"Generated service {i % services}",
+            "quota_code": f"L-{i:08X}",
+            "quota_name": f"Generated quota {i}",
+            "default": default,
+            "adjustable": i % 2 == 0,
+            "global": False,
+            "usage_metric": {
+                "MetricNamespace": "AWS/Usage",
+                "MetricName": "ResourceCount",
+                "MetricDimensions": {"Service": service_code, "Type": "Resource", "Resource": f"R{i:06d}", "Class": "None"},
+                "MetricStatisticRecommendation": "Maximum",
+            },
+        }
+        if applied is not None:
+            spec["applied"] = applied
+        if not (no_usage_every > 0 and i % no_usage_every == no_usage_every - 1):
+            spec["usage"] = (i * 7919) % (limit * 11 // 10 + 1)
+        out.append(spec)
+    return out
+
+
+def has_usage_data(entry: dict[str, Any]) -> bool:
+    return entry.get("usage") is not None and bool(entry.get("usage_metric")) and not entry.get("no_data")
+
+
+def utilization_rows(account: str, region: str) -> list[dict[str, Any]]:
+    """The rows of a utilization report of an account and region, best first: quotas
+    with usage data and a limit above 0 (the applied value, else the default), sorted by
+    utilization descending, then service and quota code. The caller holds STATE.lock."""
+    rows = []
+    for (acct, reg, service_code, quota_code), entry in STATE.quotas.items():
+        if (acct, reg) != (account, region) or not has_usage_data(entry):
+            continue
+        default, applied = number(entry.get("default")), number(entry.get("applied"))
+        limit = applied if applied is not None else default
+        if not limit or limit <= 0:
+            continue
+        row = {
+            "QuotaCode": quota_code,
+            "ServiceCode": service_code,
+            "QuotaName": entry.get("name", quota_code),
+            "Namespace": entry["usage_metric"]["MetricNamespace"],
+            "Utilization": entry["usage"] / limit * 100,
+            "AppliedValue": limit,
+            "ServiceName": entry.get("service_name", service_code),
+            "Adjustable": bool(entry.get("adjustable", True)),
+        }
+        if default is not None:
+            row["DefaultValue"] = default
+        rows.append(row)
+    rows.sort(key=lambda r: (-r["Utilization"], r["ServiceCode"], r["QuotaCode"]))
+    return rows
+
+
+# --- CloudWatch GetMetricData --------------------------------------------------------------
+
+class CloudWatchError(Exception):
+    """A client error of GetMetricData, with its query-compatible code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+MAX_METRIC_DATA_QUERIES = 500
+DEFAULT_MAX_DATAPOINTS = 100_800
+QUERY_ID_RE = re.compile(r"[a-z][a-zA-Z0-9_]{0,254}")
+# Maximum, Minimum, Average, Sum, SampleCount, and the percentile-like statistics.
+STAT_RE = re.compile(r"Maximum|Minimum|Average|Sum|SampleCount|IQM|p\d{1,2}(\.\d+)?|(tm|wm|tc|ts|pr|TM|WM|TC|TS|PR)\d*(\.\d+)?(\([^)]*\))?")
+
+
+def epoch_seconds(value: Any, name: str) -> float:
+    """A timestamp of a request: CBOR tag 1 (decoded as datetime), or epoch seconds."""
+    if isinstance(value, datetime.datetime):
+        return value.replace(tzinfo=value.tzinfo or datetime.timezone.utc).timestamp()
+    if isinstance(value, cbor2.CBORTag) and value.tag == 1:
+        return float(value.value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise CloudWatchError("InvalidParameterValue", f"The parameter {name} is not a valid timestamp.")
+
+
+def round_start(start: float, now: float) -> float:
+    """CloudWatch rounds StartTime down: to the minute if less than 15 days ago, to 5
+    minutes up to 63 days ago, to the hour beyond (API reference, GetMetricData)."""
+    age = now - start
+    step = 60 if age < 15 * 86400 else 300 if age < 63 * 86400 else 3600
+    return math.floor(start / step) * step
+
+
+def stat_value(stat: str, usage: float, samples: int) -> float:
+    """A statistic over `samples` datapoints that all carry `usage`."""
+    if stat == "Sum":
+        return usage * samples
+    if stat == "SampleCount":
+        return float(samples)
+    return usage
+
+
+def datapoints(entry: dict[str, Any], stat: str, period: int, start: float, end: float, now: float) -> list[tuple[float, float]]:
+    """The datapoints of a seeded quota's usage metric in [start, end), oldest first, one
+    per `period` bucket from `start` that holds a raw datapoint. Raw datapoints are every
+    `entry["period"]` seconds, from `history_minutes` (180) before the newest one to the
+    newest, which is the last whole period `late_minutes` (0) ago."""
+    if not has_usage_data(entry):
+        return []
+    raw = int(entry.get("period", 60))
+    newest = math.floor((now - float(entry.get("late_minutes", 0)) * 60) / raw) * raw
+    oldest = newest - float(entry.get("history_minutes", 180)) * 60
+
+    def raw_count(lo: float, hi: float) -> int:
+        lo, hi = max(lo, oldest), min(hi, newest + 1)
+        first, last = math.ceil(lo / raw), math.ceil(hi / raw) - 1
+        return max(0, last - first + 1) if hi > lo else 0
+
+    points = []
+    first_bucket = max(0, math.floor((oldest - start) / period))
+    last_bucket = min(math.ceil((end - start) / period), math.floor((newest - start) / period) + 1)
+    for k in range(first_bucket, last_bucket):
+        bucket = start + k * period
+        n = raw_count(bucket, min(bucket + period, end))
+        if n:
+            points.append((bucket, stat_value(stat, entry["usage"], n)))
+    return points
+
+
+def get_metric_data(account: str, region: str, req: dict[str, Any], now: float) -> dict[str, Any]:
+    """GetMetricData over the seeded AWS/Usage metrics of an account and region.
+
+    As AWS: at most 500 queries with unique Ids; a metric matches only on the same
+    namespace, name and exactly the same dimensions (else an empty result, no error);
+    results in the order of the queries (ReturnData false leaves one out), newest
+    datapoint first unless ScanBy is TimestampAscending; at most MaxDatapoints (100,800)
+    datapoints a response, the rest behind a NextToken, a result cut by the page
+    marked PartialData. Metric math and Metrics Insights are not served."""
+    queries = req.get("MetricDataQueries")
+    if not isinstance(queries, list) or not queries:
+        raise CloudWatchError("MissingParameter", "The parameter MetricDataQueries is required.")
+    if len(queries) > MAX_METRIC_DATA_QUERIES:
+        raise CloudWatchError("InvalidParameterValue", f"The collection MetricDataQueries must not have a size greater than {MAX_METRIC_DATA_QUERIES}.")
+    for name in ("StartTime", "EndTime"):
+        if req.get(name) is None:
+            raise CloudWatchError("MissingParameter", f"The parameter {name} is required.")
+    start, end = round_start(epoch_seconds(req["StartTime"], "StartTime"), now), epoch_seconds(req["EndTime"], "EndTime")
+    if start >= end:
+        raise CloudWatchError("InvalidParameterValue", "The parameter StartTime must be less than the parameter EndTime.")
+    scan = req.get("ScanBy", "TimestampDescending")
+    if scan not in ("TimestampDescending", "TimestampAscending"):
+        raise CloudWatchError("ValidationError", f"1 validation error detected: Value '{scan}' at 'scanBy' failed to satisfy constraint: Member must satisfy enum value set: [TimestampDescending, TimestampAscending]")
+    max_points = req.get("MaxDatapoints", DEFAULT_MAX_DATAPOINTS)
+    if not isinstance(max_points, int) or isinstance(max_points, bool) or max_points < 1:
+        raise CloudWatchError("InvalidParameterValue", "The parameter MaxDatapoints must be a positive integer.")
+
+    parsed = []
+    seen: set[str] = set()
+    for n, q in enumerate(queries, 1):
+        where = f"MetricDataQueries.member.{n}"
+        qid = q.get("Id") if isinstance(q, dict) else None
+        if not isinstance(qid, str) or not QUERY_ID_RE.fullmatch(qid):
+            raise CloudWatchError("ValidationError", f"The value {qid!r} for parameter {where}.Id is invalid: it must start with a lowercase letter and hold only letters, digits and underscores.")
+        if qid in seen:
+            raise CloudWatchError("ValidationError", f"The values for parameter Id in MetricDataQueries are not unique: {qid}.")
+        seen.add(qid)
+        stat = q.get("MetricStat")
+        if q.get("Expression") is not None or not isinstance(stat, dict):
+            raise CloudWatchError("InvalidParameterValue", f"{where}: the test server serves only MetricStat queries, not Expression.")
+        metric = stat.get("Metric") or {}
+        period = stat.get("Period")
+        if not isinstance(period, int) or isinstance(period, bool) or period <= 0 or (period % 60 and period not in (1, 5, 10, 20, 30)):
+            raise CloudWatchError("InvalidParameterValue", f"The parameter {where}.MetricStat.Period must be 1, 5, 10, 20, 30, or any multiple of 60.")
+        if not isinstance(stat.get("Stat"), str) or not STAT_RE.fullmatch(stat["Stat"]):
+            raise CloudWatchError("ValidationError", f"The value for parameter {where}.MetricStat.Stat is not a valid statistic.")
+        dims = frozenset((str(d.get("Name")), str(d.get("Value"))) for d in metric.get("Dimensions") or [])
+        key = (metric.get("Namespace"), metric.get("MetricName"), dims)
+        parsed.append((qid, q.get("Label") or metric.get("MetricName") or qid, key, stat["Stat"], period, q.get("ReturnData", True) is not False))
+
+    # The token binds the query set and time range, and keeps the clock of the first page.
+    fingerprint = hashlib.sha256(json.dumps([account, region, queries, start, end, scan], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    offset = 0
+    if req.get("NextToken") is not None:
+        parts = read_token(req["NextToken"])
+        if not parts or len(parts) != 4 or parts[:2] != ["gmd", fingerprint]:
+            raise CloudWatchError("InvalidNextToken", "The service couldn't process your request because the NextToken is not valid for it.")
+        now, offset = float(parts[2]), int(parts[3])
+
+    with STATE.lock:
+        metrics: dict[tuple, dict[str, Any]] = {}
+        for (acct, reg, _svc, _code), entry in STATE.quotas.items():
+            m = entry.get("usage_metric")
+            if (acct, reg) == (account, region) and m:
+                metrics.setdefault((m["MetricNamespace"], m["MetricName"], frozenset(m["MetricDimensions"].items())), dict(entry))
+    series = []
+    for qid, label, key, stat, period, returned in parsed:
+        if not returned:
+            continue
+        entry = metrics.get(key)
+        points = datapoints(entry, stat, period, start, end, now) if entry else []
+        if scan == "TimestampDescending":
+            points.reverse()
+        series.append((qid, label, points))
+
+    results = []
+    position, page_end = 0, offset + max_points
+    for qid, label, points in series:
+        first, last = position, position + len(points)
+        position = last
+        if not (first < page_end and last > offset) and not (not points and offset == 0):
+            continue
+        chunk = points[max(offset, first) - first : min(last, page_end) - first]
+        results.append({
+            "Id": qid,
+            "Label": label,
+            "Timestamps": [int(t) if float(t).is_integer() else t for t, _ in chunk],
+            "Values": [float(v) for _, v in chunk],
+            "StatusCode": "PartialData" if last > page_end else "Complete",
+        })
+    out: dict[str, Any] = {"MetricDataResults": results, "Messages": []}
+    if position > page_end:
+        out["NextToken"] = sign_token("gmd", fingerprint, repr(now), str(page_end))
+    return out
 
 
 DEMO_ACCOUNTS = ("123456789012", "210987654321")
