@@ -14,6 +14,7 @@ GOLDEN = Path(__file__).parent / "golden"
 # Values that differ from run to run, replaced before comparing.
 VOLATILE = [
     (re.compile(r'^(aws_quota_exporter_collector_(?:duration_seconds|last_success_timestamp_seconds)\{.*\}) \S+$', re.M), r"\1 <volatile>"),
+    (re.compile(r'^(aws_quota_exporter_config_last_reload_success_timestamp_seconds) \S+$', re.M), r"\1 <volatile>"),
     (re.compile(r'revision="[^"]*"'), 'revision="<revision>"'),
 ]
 

@@ -5,9 +5,11 @@
 //! The modules form layers, each using only those below it:
 //!
 //! ```text
-//! lib (main)           start-up: flags, config, targets, scheduler, server
-//! scheduler            one refresh task per (collector, target)
-//! server aws           HTTP endpoints | targets, credentials, counted clients
+//! lib (main)           start-up: flags, config, the running configuration, server
+//! server               HTTP endpoints (/-/reload hands its request to reload)
+//! reload               the configuration in force; SIGHUP and /-/reload replace it
+//! scheduler            one refresh task per (collector, target), kept across reloads
+//! aws                  targets, credentials, counted and rate-limited clients
 //! tls auth metrics     TLS, reloaded certificates | basic auth off the async workers |
 //!                      the prometheus crate: counters, rendering at refresh time
 //! snapshot webconfig   the last good samples | the web config file
@@ -31,6 +33,7 @@ mod limits;
 mod limits_against_test_server;
 mod metrics;
 mod ratelimit;
+mod reload;
 mod scheduler;
 mod server;
 mod snapshot;
@@ -38,7 +41,6 @@ mod telemetry;
 mod tls;
 mod webconfig;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -79,7 +81,7 @@ enum StartError {
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]
-    Targets(#[from] aws::TargetError),
+    Load(#[from] reload::LoadError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -118,7 +120,7 @@ fn run(
 ) -> Result<(), StartError> {
     cli::check_telemetry_path(&cli.telemetry_path).map_err(StartError::Flags)?;
     let known: Vec<Known> = collectors.iter().map(|c| Known::of(c.as_ref())).collect();
-    let config = load_config(cli.config_file.as_ref(), &known)?;
+    let config = reload::load_config(cli.config_file.as_ref(), &known)?;
     let web = match &cli.web_config_file {
         Some(path) => webconfig::WebConfig::load(path).map_err(StartError::WebConfig)?,
         None => webconfig::WebConfig::default(),
@@ -146,16 +148,6 @@ fn run(
     result
 }
 
-fn load_config(path: Option<&PathBuf>, known: &[Known]) -> Result<Config, ConfigError> {
-    match path {
-        Some(path) => Config::load(path, known),
-        None => Config::parse("", known).map_err(|message| ConfigError {
-            file: PathBuf::from("(built-in defaults)"),
-            message,
-        }),
-    }
-}
-
 async fn serve(
     info: ExporterInfo,
     cli: Cli,
@@ -164,20 +156,30 @@ async fn serve(
     tls: Option<tls::ServerTls>,
     collectors: Vec<Arc<dyn Collector>>,
 ) -> Result<(), StartError> {
+    // Before anything slow, so that an early SIGHUP does not stop the process.
+    let hangups = reload::hangups();
     let metrics = metrics::Metrics::new(VERSION, REVISION)?;
     let aws = aws::AwsContext::new(metrics.aws.clone());
-    let targets = aws::build_targets(&config, &aws).await?;
-    let (entries, jobs) = scheduler::plan(&collectors, &targets, &config, &aws);
+    let snapshot = Arc::new(snapshot::Snapshot::default());
+    let collector_count = collectors.len();
+    let (running, tasks) = reload::Running::start(
+        cli.config_file.clone(),
+        config,
+        collectors,
+        aws,
+        snapshot.clone(),
+        metrics.reload.clone(),
+    )
+    .await?;
     tracing::info!(
         exporter = info.name,
         version = VERSION,
         revision = REVISION,
-        targets = targets.len(),
-        collectors = collectors.len(),
+        tasks,
+        collectors = collector_count,
         "starting"
     );
-    let snapshot = Arc::new(snapshot::Snapshot::new(entries));
-    let _refresh = scheduler::spawn(jobs, snapshot.clone());
+    let reload = reload::serve(running, hangups);
     let address = cli::listen_socket(&cli.listen_address);
     let listener = tokio::net::TcpListener::bind(&address)
         .await
@@ -195,6 +197,7 @@ async fn serve(
         snapshot,
         metrics,
         auth: Arc::new(auth::BasicAuth::new(&web)),
+        reload: Some(reload),
     };
     let app = server::app(state);
     match tls {

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
-use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::config::format_duration;
 use crate::snapshot::{Entry, Pieces, Snapshot};
@@ -38,11 +40,35 @@ impl AwsCallCounters {
     }
 }
 
+/// Whether the last configuration (re)load worked, and when one last did, as Prometheus
+/// itself reports it.
+#[derive(Debug, Clone)]
+pub(crate) struct ReloadGauges {
+    successful: IntGauge,
+    success_timestamp: Gauge,
+}
+
+impl ReloadGauges {
+    pub(crate) fn succeeded(&self, at: SystemTime) {
+        self.successful.set(1);
+        self.success_timestamp.set(
+            at.duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+    }
+
+    pub(crate) fn failed(&self) {
+        self.successful.set(0);
+    }
+}
+
 /// The process's own metrics registry, and the last gzipped snapshot.
 #[derive(Debug, Clone)]
 pub(crate) struct Metrics {
     registry: Registry,
     pub aws: AwsCallCounters,
+    pub reload: ReloadGauges,
     gzipped: Arc<Mutex<Option<Gzipped>>>,
 }
 
@@ -102,12 +128,26 @@ impl Metrics {
             &["version", "revision"],
         )?;
         build_info.with_label_values(&[version, revision]).set(1);
+        let successful = IntGauge::new(
+            "aws_quota_exporter_config_last_reload_successful",
+            "Whether the last configuration load (at start-up, SIGHUP or POST /-/reload) succeeded.",
+        )?;
+        let success_timestamp = Gauge::new(
+            "aws_quota_exporter_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully, in seconds since the epoch.",
+        )?;
+        registry.register(Box::new(successful.clone()))?;
+        registry.register(Box::new(success_timestamp.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
             aws: AwsCallCounters { requests, errors },
+            reload: ReloadGauges {
+                successful,
+                success_timestamp,
+            },
             gzipped: Arc::new(Mutex::new(None)),
         })
     }
@@ -177,6 +217,7 @@ impl Metrics {
 /// left out here.
 pub(crate) fn pieces(e: &Entry) -> Pieces {
     let (mut usage, mut limit, mut info) = (String::new(), String::new(), String::new());
+    let mut thresholds = String::new();
     for u in e.usage.iter() {
         let spec = &u.quota;
         let resolved = e.limits.get(spec, &u.resource, u.limit);
@@ -205,6 +246,15 @@ pub(crate) fn pieces(e: &Entry) -> Pieces {
             if resolved.adjustable { "true" } else { "false" },
         ));
         sample(&mut info, "aws_quota_info", &with_info, 1.0);
+        // Only thresholds that differ from the rules' defaults are exported.
+        if !e.thresholds.is_default() {
+            let t = e.thresholds.resolve(&spec.quota_code, &u.resource);
+            for (severity, value) in t.differing() {
+                let mut with_severity = base.to_vec();
+                with_severity.push(("severity", severity));
+                sample(&mut thresholds, THRESHOLD, &with_severity, value);
+            }
+        }
     }
     let mut facts: Vec<(&'static str, &'static str, String)> = Vec::new();
     for fact in e.facts.iter() {
@@ -244,6 +294,7 @@ pub(crate) fn pieces(e: &Entry) -> Pieces {
         usage: usage.into(),
         limit: limit.into(),
         info: info.into(),
+        thresholds: thresholds.into(),
         facts: facts
             .into_iter()
             .map(|(n, h, text)| (n, h, Bytes::from(text)))
@@ -255,6 +306,7 @@ pub(crate) fn pieces(e: &Entry) -> Pieces {
 }
 
 const SUCCESS: &str = "aws_quota_exporter_collector_success";
+const THRESHOLD: &str = "aws_quota_alert_threshold_ratio";
 const DURATION: &str = "aws_quota_exporter_collector_duration_seconds";
 const LAST_SUCCESS: &str = "aws_quota_exporter_collector_last_success_timestamp_seconds";
 
@@ -271,7 +323,11 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
     if !labels.is_empty() {
         out.push('}');
     }
-    let _ = write!(out, " {value}");
+    if value.is_infinite() {
+        out.push_str(if value > 0.0 { " +Inf" } else { " -Inf" });
+    } else {
+        let _ = write!(out, " {value}");
+    }
     out.push('\n');
 }
 
@@ -325,6 +381,11 @@ fn snapshot_chunks(entries: &[Arc<Entry>], fresh: &[bool]) -> Vec<Bytes> {
             "aws_quota_info".into(),
             format!("Always 1; where the limit came from (override, service, applied, default, builtin) and whether it is adjustable. {cached}"),
             fresh_only(|p| &p.info),
+        ),
+        (
+            THRESHOLD.into(),
+            format!("Alert threshold of a quota as a ratio of its limit, by severity, where the config sets one other than the rules' defaults (warning 0.8, critical 0.95); +Inf: never alert. {cached}"),
+            fresh_only(|p| &p.thresholds),
         ),
         (
             SUCCESS.into(),
@@ -576,10 +637,12 @@ mod tests {
 
     /// Today's whole render path: the registry and the reference families, sorted.
     fn reference(metrics: &Metrics, snapshot: &Snapshot, now: SystemTime) -> String {
+        // The process's own families (sorted by the registry), then the snapshot's.
         let mut families = metrics.registry.gather();
-        families.extend(snapshot_families(snapshot, now));
+        let mut data = snapshot_families(snapshot, now);
+        data.sort_by(|a, b| a.name().cmp(b.name()));
+        families.extend(data);
         families.retain(|f| !f.get_metric().is_empty());
-        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&families, &mut buf)
@@ -731,7 +794,7 @@ mod tests {
         // A publication makes a new one.
         let mut e = (*snapshot.get(2).expect("entry")).clone();
         e.usage = Arc::new(vec![Usage::new(&OTHER, 9.0)]);
-        snapshot.publish(2, published(e));
+        snapshot.publish_at(2, published(e));
         let third = metrics.scrape(&snapshot, now, true);
         assert_ne!(second.chunks[1].as_ptr(), third.chunks[1].as_ptr());
         let text = gunzip(&third);
@@ -744,5 +807,58 @@ mod tests {
         let fourth = metrics.scrape(&snapshot, later, true);
         assert_eq!(gunzip(&fourth), metrics.render(&snapshot, later));
         assert!(!gunzip(&fourth).contains("team/app\"} 95"));
+    }
+
+    #[test]
+    fn thresholds_other_than_the_defaults_are_exported_per_severity() {
+        let now = SystemTime::now();
+        let mut a = entry("ecr_images", "eu-west-1", 600);
+        a.attempted = true;
+        a.success = true;
+        a.last_success = Some(now);
+        a.usage = Arc::new(vec![
+            Usage::of_resource(&QUOTA, "team/app", 95.0),
+            Usage::of_resource(&QUOTA, "sandbox/x", 5.0),
+            Usage::of_resource(&QUOTA, "other", 5.0),
+        ]);
+        let collector: crate::config::ThresholdMap = serde_yaml::from_str(
+            "L-1:\n  warning: 0.7\n  resources:\n    - {match: 'sandbox/*', never: true}\n",
+        )
+        .expect("thresholds");
+        a.thresholds = Arc::new(crate::config::Policy::new(&collector, &Default::default()));
+        a.pieces = Arc::new(pieces(&a));
+        let text = Metrics::new("1", "r")
+            .expect("metrics")
+            .render(&Snapshot::new(vec![a.clone()]), now);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("aws_quota_alert_threshold_ratio{"))
+            .collect();
+        let labels = |resource: &str, severity: &str| {
+            format!("aws_quota_alert_threshold_ratio{{account_id=\"111111111111\",aws_region=\"eu-west-1\",service_code=\"ecr\",quota_code=\"L-1\",quota_name=\"Images \\\"per\\\" repo\\\\sitory\",resource=\"{resource}\",severity=\"{severity}\"}}")
+        };
+        assert_eq!(
+            lines,
+            vec![
+                format!("{} 0.7", labels("team/app", "warning")),
+                format!("{} +Inf", labels("sandbox/x", "warning")),
+                format!("{} +Inf", labels("sandbox/x", "critical")),
+                format!("{} 0.7", labels("other", "warning")),
+            ]
+        );
+        assert!(
+            text.contains("# TYPE aws_quota_alert_threshold_ratio gauge"),
+            "{text}"
+        );
+        // Nothing at all without thresholds in the config.
+        a.thresholds = Arc::default();
+        a.pieces = Arc::new(pieces(&a));
+        let plain = Metrics::new("1", "r")
+            .expect("metrics")
+            .render(&Snapshot::new(vec![a]), now);
+        assert!(
+            !plain.contains("aws_quota_alert_threshold_ratio"),
+            "{plain}"
+        );
     }
 }

@@ -6,37 +6,196 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::api::{CollectError, Collector, QuotaSpec, ResourceSelection, Scope, Target};
+use crate::api::{CollectError, Collected, Collector, QuotaSpec, ResourceSelection, Scope, Target};
 use crate::aws::{AwsContext, TargetSpec};
-use crate::config::{format_duration, CollectorConfig, Config, LimitValue};
-use crate::limits::{LimitResolver, SharedListings};
+use crate::config::{
+    format_duration, AccountConfig, AwsConfig, CollectorConfig, Config, LimitValue, Policy,
+};
+use crate::limits::{LimitResolver, Limits, SharedListings};
 use crate::metrics;
-use crate::snapshot::{Entry, Snapshot};
+use crate::snapshot::{Entry, Slot, Snapshot};
+
+/// What names a refresh task across reloads: its collector, account and region label.
+pub(crate) type JobKey = (&'static str, String, String);
+
+/// What a task was started with: a reload restarts a task whose spec changed and
+/// leaves the others running.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct JobSpec {
+    pub settings: CollectorConfig,
+    pub account: AccountConfig,
+    /// The region its clients call (a global quota's home region).
+    pub client_region: String,
+    pub aws: AwsConfig,
+}
 
 /// Everything one refresh task needs.
 pub(crate) struct Job {
-    pub index: usize,
+    pub key: JobKey,
+    pub spec: JobSpec,
+    /// Where the task publishes its entry.
+    pub slot: Arc<Slot>,
     pub collector: Arc<dyn Collector>,
     /// The collector's quotas, whose limits the job resolves.
     pub quotas: Vec<QuotaSpec>,
     pub target: Target,
-    pub settings: CollectorConfig,
     /// Overrides by quota code, account-level ones already merged over collector-wide.
     pub overrides: BTreeMap<String, f64>,
     /// Service Quotas listings shared with the other jobs.
     pub listings: Arc<SharedListings>,
 }
 
-/// Spawns one task per job; dropping the returned set stops them all.
-pub(crate) fn spawn(jobs: Vec<Job>, snapshot: Arc<Snapshot>) -> JoinSet<()> {
-    let mut set = JoinSet::new();
-    for job in jobs {
-        set.spawn(run(job, snapshot.clone()));
+/// A running refresh task.
+struct Task {
+    spec: JobSpec,
+    slot: Arc<Slot>,
+    handle: JoinHandle<()>,
+}
+
+impl Task {
+    /// Stops the task and waits until it has (so it publishes nothing more).
+    async fn stop(self) -> Arc<Slot> {
+        self.handle.abort();
+        let _ = self.handle.await;
+        self.slot
     }
-    set
+}
+
+/// What a reload did to the tasks.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Changes {
+    /// Left running: nothing they depend on changed.
+    pub kept: usize,
+    /// Restarted with new settings; their last samples carried over.
+    pub restarted: usize,
+    pub started: usize,
+    pub stopped: usize,
+}
+
+/// The running refresh tasks, one per (collector, target); dropping it stops them.
+#[derive(Default)]
+pub(crate) struct Tasks {
+    running: BTreeMap<JobKey, Task>,
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in self.running.values() {
+            task.handle.abort();
+        }
+    }
+}
+
+impl Tasks {
+    /// Makes `jobs` the running set: tasks whose spec is unchanged keep running (and
+    /// their entries), changed ones restart from their last entry, new ones start and
+    /// the rest stop; then the snapshot holds exactly the new set's entries.
+    pub(crate) async fn apply(
+        &mut self,
+        jobs: Vec<Job>,
+        snapshot: &Arc<Snapshot>,
+        aws: &AwsContext,
+    ) -> Changes {
+        let mut old = std::mem::take(&mut self.running);
+        let mut changes = Changes::default();
+        let mut slots = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let job = match old.remove(&job.key) {
+                Some(task) if task.spec == job.spec => {
+                    changes.kept += 1;
+                    slots.push(task.slot.clone());
+                    self.running.insert(job.key, task);
+                    continue;
+                }
+                Some(task) => {
+                    changes.restarted += 1;
+                    let previous = task.stop().await.get();
+                    carry_over(&previous, &job.slot);
+                    job
+                }
+                None => {
+                    changes.started += 1;
+                    job
+                }
+            };
+            slots.push(job.slot.clone());
+            let (key, spec, slot) = (job.key.clone(), job.spec.clone(), job.slot.clone());
+            let handle = tokio::spawn(run(job, snapshot.clone()));
+            self.running.insert(key, Task { spec, slot, handle });
+        }
+        for ((collector, account, _), task) in old {
+            changes.stopped += 1;
+            let region = task.spec.client_region.clone();
+            task.stop().await;
+            // A stricter rate it set on shared limiters no longer applies.
+            aws.forget(&account, &region, collector);
+        }
+        snapshot.replace(slots);
+        changes
+    }
+}
+
+/// Seeds a restarted task's entry with the last samples and health of its predecessor,
+/// under the new settings.
+fn carry_over(previous: &Entry, slot: &Slot) {
+    let mut entry = (*slot.get()).clone();
+    entry.usage = previous.usage.clone();
+    entry.facts = previous.facts.clone();
+    entry.limits = previous.limits.clone();
+    entry.attempted = previous.attempted;
+    entry.success = previous.success;
+    entry.last_duration = previous.last_duration;
+    entry.last_success = previous.last_success;
+    entry.pieces = Arc::new(metrics::pieces(&entry));
+    slot.set(entry);
+}
+
+impl Job {
+    /// A limits lookup under the refresh timeout: the limits, and whether every lookup
+    /// answered (else the last known limits, to try again sooner).
+    pub(crate) async fn limits(&self, resolver: &mut LimitResolver) -> (Limits, bool) {
+        let timeout = self.spec.settings.timeout.0;
+        match tokio::time::timeout(
+            timeout,
+            resolver.refresh(&self.target, &self.quotas, &self.overrides),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(
+                    collector = self.collector.name(), account_id = %self.target.account_id,
+                    aws_region = %self.target.region, "limits refresh timed out; keeping the last known limits"
+                );
+                (resolver.current().clone(), false)
+            }
+        }
+    }
+
+    /// One usage refresh under the timeout.
+    pub(crate) async fn collect(&self) -> Result<Collected, CollectError> {
+        let timeout = self.spec.settings.timeout.0;
+        match tokio::time::timeout(timeout, self.collector.collect(&self.target)).await {
+            Ok(r) => r,
+            Err(_) => Err(CollectError::new(
+                "collect",
+                "timeout",
+                format!("refresh took longer than {}", format_duration(timeout)),
+            )),
+        }
+    }
+
+    /// A limits resolver for this job: listings shared with the other jobs, reused while
+    /// under half the limits interval.
+    pub(crate) fn resolver(&self) -> LimitResolver {
+        LimitResolver::new(
+            self.listings.clone(),
+            self.spec.settings.limits_refresh_interval.0 / 2,
+        )
+    }
 }
 
 /// `d` moved by up to ±10%, so that many targets do not refresh in lockstep.
@@ -45,17 +204,12 @@ fn jittered(d: Duration) -> Duration {
 }
 
 async fn run(job: Job, snapshot: Arc<Snapshot>) {
-    let Some(mut entry) = snapshot.get(job.index).map(|e| (*e).clone()) else {
-        return;
-    };
-    let interval = job.settings.refresh_interval.0;
-    let timeout = job.settings.timeout.0;
+    let mut entry = (*job.slot.get()).clone();
+    let settings = &job.spec.settings;
+    let interval = settings.refresh_interval.0;
     // Collectors of one service in one account and region share its listings: one
     // made for another collector serves this one while under half its limits interval.
-    let mut resolver = LimitResolver::new(
-        job.listings.clone(),
-        job.settings.limits_refresh_interval.0 / 2,
-    );
+    let mut resolver = job.resolver();
     let mut limits_due = Instant::now();
     let mut last_error: Option<&'static str> = None;
     // Spread the first refreshes over up to a second.
@@ -63,39 +217,18 @@ async fn run(job: Job, snapshot: Arc<Snapshot>) {
     loop {
         let started = Instant::now();
         if started >= limits_due {
-            let (limits, complete) = match tokio::time::timeout(
-                timeout,
-                resolver.refresh(&job.target, &job.quotas, &job.overrides),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::warn!(
-                        collector = job.collector.name(), account_id = %job.target.account_id,
-                        aws_region = %job.target.region, "limits refresh timed out; keeping the last known limits"
-                    );
-                    (resolver.current().clone(), false)
-                }
-            };
+            let (limits, complete) = job.limits(&mut resolver).await;
             entry.limits = Arc::new(limits);
             // A lookup that failed is tried again at the next usage refresh.
             let next = if complete {
-                job.settings.limits_refresh_interval.0
+                settings.limits_refresh_interval.0
             } else {
                 interval
             };
             limits_due = started + jittered(next);
         }
         let collect_started = Instant::now();
-        let result = match tokio::time::timeout(timeout, job.collector.collect(&job.target)).await {
-            Ok(r) => r,
-            Err(_) => Err(CollectError::new(
-                "collect",
-                "timeout",
-                format!("refresh took longer than {}", format_duration(timeout)),
-            )),
-        };
+        let result = job.collect().await;
         entry.last_duration = collect_started.elapsed();
         entry.attempted = true;
         match result {
@@ -126,7 +259,7 @@ async fn run(job: Job, snapshot: Arc<Snapshot>) {
         }
         // Rendered here, once per refresh, so a scrape only copies the lines.
         entry.pieces = Arc::new(metrics::pieces(&entry));
-        snapshot.publish(job.index, entry.clone());
+        snapshot.publish(&job.slot, entry.clone());
         tokio::time::sleep_until(started + jittered(interval)).await;
     }
 }
@@ -141,14 +274,13 @@ pub(crate) fn merge_overrides(
     out
 }
 
-/// Builds the entries and jobs for every collector and target.
+/// Builds the jobs for every collector and target, each with a fresh entry.
 pub(crate) fn plan(
     collectors: &[Arc<dyn Collector>],
     targets: &[TargetSpec],
     config: &Config,
     aws: &Arc<AwsContext>,
-) -> (Vec<Entry>, Vec<Job>) {
-    let mut entries = Vec::new();
+) -> Vec<Job> {
     let mut jobs = Vec::new();
     let enabled: Vec<&Arc<dyn Collector>> = collectors
         .iter()
@@ -161,11 +293,8 @@ pub(crate) fn plan(
         .collect();
     let quotas: Vec<QuotaSpec> = enabled.iter().flat_map(|c| c.quotas()).collect();
     let listings = Arc::new(SharedListings::for_quotas(&quotas));
-    for c in collectors {
+    for c in enabled {
         let settings = config.collector(c.name());
-        if !settings.enabled.unwrap_or_else(|| c.enabled_by_default()) {
-            continue;
-        }
         let (include, exclude) = (settings.include.clone(), settings.exclude.clone());
         let resources = ResourceSelection::new(
             move |name| {
@@ -190,8 +319,7 @@ pub(crate) fn plan(
                     .collect()
             }
         };
-        for (t, region_label) in &scoped {
-            let index = entries.len();
+        for (t, region_label) in scoped {
             let mut entry = Entry::new(
                 c.name(),
                 t.account_id.clone(),
@@ -200,21 +328,30 @@ pub(crate) fn plan(
                 settings.max_staleness.0,
             );
             entry.min_usage_ratio = settings.min_usage_ratio.0;
-            entries.push(entry);
+            entry.thresholds = Arc::new(Policy::new(
+                &settings.alert_thresholds,
+                &t.account.alert_thresholds,
+            ));
             jobs.push(Job {
-                index,
+                key: (c.name(), t.account_id.clone(), region_label),
+                spec: JobSpec {
+                    settings: settings.clone(),
+                    account: t.account.clone(),
+                    client_region: t.region.clone(),
+                    aws: config.aws.clone(),
+                },
+                slot: Slot::new(entry),
                 collector: c.clone(),
                 quotas: quotas.clone(),
                 listings: listings.clone(),
                 target: t
-                    .for_collector(aws, settings.rate_limit.0, resources.clone())
+                    .for_collector(aws, c.name(), settings.rate_limit.0, resources.clone())
                     .with_refresh_interval(settings.refresh_interval.0),
                 overrides: merge_overrides(&settings.limit_overrides, &t.account.limit_overrides),
-                settings: settings.clone(),
             });
         }
     }
-    (entries, jobs)
+    jobs
 }
 
 #[cfg(test)]
@@ -301,12 +438,7 @@ mod tests {
         }
     }
 
-    fn start(collector: Arc<Sleepy>, interval: u64, timeout: u64) -> (Arc<Snapshot>, JoinSet<()>) {
-        let settings = CollectorConfig {
-            refresh_interval: crate::config::Dur(Duration::from_secs(interval)),
-            timeout: crate::config::Dur(Duration::from_secs(timeout)),
-            ..CollectorConfig::default()
-        };
+    fn job(collector: Arc<Sleepy>, settings: CollectorConfig) -> Job {
         let entry = Entry::new(
             "sleepy",
             "111111111111".into(),
@@ -314,17 +446,42 @@ mod tests {
             settings.refresh_interval.0,
             settings.max_staleness.0,
         );
-        let snapshot = Arc::new(Snapshot::new(vec![entry]));
-        let job = Job {
-            index: 0,
+        Job {
+            key: ("sleepy", "111111111111".into(), "eu-west-1".into()),
+            spec: JobSpec {
+                settings,
+                account: AccountConfig::default(),
+                client_region: "eu-west-1".into(),
+                aws: AwsConfig::default(),
+            },
+            slot: Slot::new(entry),
             collector,
             quotas: vec![THINGS],
             target: Target::new("111111111111", "eu-west-1", Arc::new(NoClients)),
-            settings,
             overrides: BTreeMap::new(),
             listings: Arc::default(),
-        };
-        let tasks = spawn(vec![job], snapshot.clone());
+        }
+    }
+
+    fn settings(interval: u64, timeout: u64) -> CollectorConfig {
+        CollectorConfig {
+            refresh_interval: crate::config::Dur(Duration::from_secs(interval)),
+            timeout: crate::config::Dur(Duration::from_secs(timeout)),
+            ..CollectorConfig::default()
+        }
+    }
+
+    async fn start(collector: Arc<Sleepy>, interval: u64, timeout: u64) -> (Arc<Snapshot>, Tasks) {
+        let snapshot = Arc::new(Snapshot::default());
+        let mut tasks = Tasks::default();
+        let aws = AwsContext::new(crate::metrics::Metrics::new("v", "r").expect("metrics").aws);
+        tasks
+            .apply(
+                vec![job(collector, settings(interval, timeout))],
+                &snapshot,
+                &aws,
+            )
+            .await;
         (snapshot, tasks)
     }
 
@@ -344,7 +501,7 @@ mod tests {
     async fn refreshes_follow_the_interval_with_jitter_and_never_overlap() {
         let collector = Sleepy::new(&[5]);
         let t0 = Instant::now();
-        let (snapshot, _tasks) = start(collector.clone(), 60, 30);
+        let (snapshot, _tasks) = start(collector.clone(), 60, 30).await;
         tokio::time::sleep(Duration::from_secs(20 * 60)).await;
         let starts = collector.starts.lock().unwrap().clone();
         // The first refresh starts within a second, spread so targets do not start at once.
@@ -376,7 +533,7 @@ mod tests {
     async fn a_refresh_over_its_timeout_fails_keeps_the_last_samples_and_the_next_runs() {
         // Good (1 s), then too slow (45 s against a 10 s timeout), then good again.
         let collector = Sleepy::new(&[1, 45, 1]);
-        let (snapshot, _tasks) = start(collector.clone(), 30, 10);
+        let (snapshot, _tasks) = start(collector.clone(), 30, 10).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         let first = snapshot.get(0).expect("entry");
         assert!(first.success);
@@ -394,5 +551,58 @@ mod tests {
         assert!(recovered.success);
         assert_eq!(recovered.usage[0].value, 3.0);
         assert_eq!(collector.most_at_once.load(Ordering::SeqCst), 1);
+    }
+
+    /// The changes as (kept, restarted, started, stopped).
+    fn counts(c: Changes) -> (usize, usize, usize, usize) {
+        (c.kept, c.restarted, c.started, c.stopped)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_unchanged_tasks_restarts_changed_ones_with_their_samples() {
+        let collector = Sleepy::new(&[1]);
+        let aws = AwsContext::new(crate::metrics::Metrics::new("v", "r").expect("metrics").aws);
+        let snapshot = Arc::new(Snapshot::default());
+        let mut tasks = Tasks::default();
+        let plan = |interval| vec![job(collector.clone(), settings(interval, 30))];
+        let first = tasks.apply(plan(60), &snapshot, &aws).await;
+        assert_eq!(counts(first), (0, 0, 1, 0));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = snapshot.get(0).expect("entry");
+        assert_eq!(before.usage[0].value, 1.0);
+        assert_eq!(collector.starts.lock().unwrap().len(), 1);
+
+        // The same settings: the task keeps running, nothing is refreshed again.
+        let same = tasks.apply(plan(60), &snapshot, &aws).await;
+        assert_eq!(counts(same), (1, 0, 0, 0));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(collector.starts.lock().unwrap().len(), 1);
+
+        // A new interval: restarted, its last samples and health carried over until the
+        // new task's first refresh, which comes at once.
+        let changed = tasks.apply(plan(120), &snapshot, &aws).await;
+        assert_eq!(counts(changed), (0, 1, 0, 0));
+        let carried = snapshot.get(0).expect("entry");
+        assert_eq!(carried.usage[0].value, 1.0);
+        assert_eq!(carried.refresh_interval, Duration::from_secs(120));
+        assert!(carried.success && carried.attempted);
+        assert_eq!(carried.last_success, before.last_success);
+        assert!(
+            !carried.pieces.usage.is_empty(),
+            "rendered with the new settings"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(snapshot.get(0).expect("entry").usage[0].value, 2.0);
+        // The old task is gone: the next refresh is 120 s after the restart, not 60.
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        assert_eq!(collector.starts.lock().unwrap().len(), 2);
+        assert_eq!(collector.most_at_once.load(Ordering::SeqCst), 1);
+
+        // Removed: stopped, and its entry leaves the snapshot.
+        let gone = tasks.apply(Vec::new(), &snapshot, &aws).await;
+        assert_eq!(counts(gone), (0, 0, 0, 1));
+        assert!(snapshot.all().is_empty());
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(collector.starts.lock().unwrap().len(), 2);
     }
 }

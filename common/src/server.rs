@@ -9,11 +9,12 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::auth::BasicAuth;
 use crate::metrics::Metrics;
+use crate::reload::Trigger;
 use crate::snapshot::Snapshot;
 
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub(crate) struct AppState {
     pub snapshot: Arc<Snapshot>,
     pub metrics: Metrics,
     pub auth: Arc<BasicAuth>,
+    /// Where `POST /-/reload` goes; none in tests that do not reload.
+    pub reload: Option<Trigger>,
 }
 
 /// The router; tests drive it in-process.
@@ -31,6 +34,8 @@ pub(crate) fn app(state: AppState) -> Router {
     let protected = Router::new()
         .route("/", get(landing))
         .route(&state.telemetry_path, get(metrics))
+        // As Prometheus and blackbox_exporter: POST or PUT; behind basic auth when set.
+        .route("/-/reload", post(reload).put(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), basic_auth));
     // Probes stay open so that kubelets need no credentials.
     Router::new()
@@ -92,6 +97,33 @@ async fn readyz(State(s): State<AppState>) -> Response {
             "not ready: waiting for the first refresh of every target\n",
         )
             .into_response()
+    }
+}
+
+/// Reads the config file again; 200 when the new one is in force, 500 with the reason
+/// when it was refused (the running one stays).
+async fn reload(State(s): State<AppState>) -> Response {
+    let Some(trigger) = s.reload else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reloading is not available\n",
+        )
+            .into_response();
+    };
+    match trigger.reload().await {
+        Ok(c) => (
+            StatusCode::OK,
+            format!(
+                "configuration reloaded; refresh tasks: {} kept, {} restarted, {} started, {} stopped\n",
+                c.kept, c.restarted, c.started, c.stopped
+            ),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload the configuration: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -161,6 +193,7 @@ mod tests {
             )])),
             metrics: Metrics::new("1.2.3", "abc").expect("metrics"),
             auth: Arc::new(BasicAuth::new(&web)),
+            reload: None,
         }
     }
 
@@ -204,7 +237,7 @@ mod tests {
         );
         let mut e = (*s.snapshot.get(0).expect("entry")).clone();
         e.attempted = true;
-        s.snapshot.publish(0, e);
+        s.snapshot.publish_at(0, e);
         assert_eq!(get(app(s.clone()), "/readyz", None).await.0, StatusCode::OK);
         assert_eq!(get(app(s), "/nope", None).await.0, StatusCode::NOT_FOUND);
     }

@@ -3,13 +3,14 @@
 //! it carries its exposition lines, rendered when it was published, so a scrape only
 //! copies them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
 use crate::api::{Fact, Usage};
+use crate::config::Policy;
 use crate::limits::Limits;
 
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub(crate) struct Entry {
     pub limits: Arc<Limits>,
     /// Per-resource series below this usage ratio are not exported (0: export all).
     pub min_usage_ratio: f64,
+    /// The alert thresholds of this collector in this account.
+    pub thresholds: Arc<Policy>,
     /// Whether a refresh has finished yet (success or not).
     pub attempted: bool,
     /// Whether the last refresh succeeded.
@@ -42,6 +45,7 @@ pub(crate) struct Pieces {
     pub usage: Bytes,
     pub limit: Bytes,
     pub info: Bytes,
+    pub thresholds: Bytes,
     /// (gauge name, its help, the lines), in the order the facts came.
     pub facts: Vec<(&'static str, &'static str, Bytes)>,
     pub success: Bytes,
@@ -67,6 +71,7 @@ impl Entry {
             facts: Arc::new(Vec::new()),
             limits: Arc::new(Limits::default()),
             min_usage_ratio: 0.0,
+            thresholds: Arc::new(Policy::default()),
             attempted: false,
             success: false,
             last_duration: Duration::ZERO,
@@ -102,59 +107,113 @@ impl Entry {
     }
 }
 
-/// A fixed set of entries, one per (collector, target), each swapped atomically.
+/// One (collector, target)'s entry, replaced whole by its refresh task.
+#[derive(Debug)]
+pub(crate) struct Slot(RwLock<Arc<Entry>>);
+
+impl Slot {
+    pub(crate) fn new(entry: Entry) -> Arc<Self> {
+        Arc::new(Slot(RwLock::new(Arc::new(entry))))
+    }
+
+    pub(crate) fn get(&self) -> Arc<Entry> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set(&self, entry: Entry) {
+        let mut g = match self.0.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *g = Arc::new(entry);
+    }
+}
+
+/// The entries of every (collector, target), each swapped atomically; the set itself
+/// is swapped whole when a reloaded config adds or removes targets.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
-    entries: Vec<RwLock<Arc<Entry>>>,
-    /// Counts publications, so that what was made of the entries can be reused until
-    /// one changes.
+    slots: RwLock<Arc<Vec<Arc<Slot>>>>,
+    /// Counts publications and replacements, so that what was made of the entries can
+    /// be reused until one changes.
     generation: AtomicU64,
+    /// Set once every entry has been refreshed; a reload that adds targets does not
+    /// take readiness back (their series appear when they are refreshed).
+    ready: AtomicBool,
 }
 
 impl Snapshot {
+    #[cfg(test)]
     pub(crate) fn new(entries: Vec<Entry>) -> Self {
-        Snapshot {
-            entries: entries
-                .into_iter()
-                .map(|e| RwLock::new(Arc::new(e)))
-                .collect(),
-            generation: AtomicU64::new(0),
+        let snapshot = Snapshot::default();
+        snapshot.replace(entries.into_iter().map(Slot::new).collect());
+        snapshot
+    }
+
+    /// The slots as they are now.
+    pub(crate) fn slots(&self) -> Arc<Vec<Arc<Slot>>> {
+        match self.slots.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    pub(crate) fn get(&self, index: usize) -> Option<Arc<Entry>> {
-        self.entries.get(index).map(|e| match e.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        })
-    }
-
-    pub(crate) fn publish(&self, index: usize, entry: Entry) {
-        if let Some(slot) = self.entries.get(index) {
-            let mut g = match slot.write() {
+    /// Replaces the set of slots (a reload).
+    pub(crate) fn replace(&self, slots: Vec<Arc<Slot>>) {
+        {
+            let mut g = match self.slots.write() {
                 Ok(g) => g,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            *g = Arc::new(entry);
-            self.generation.fetch_add(1, Ordering::SeqCst);
+            *g = Arc::new(slots);
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The entry at `index` of the current set.
+    #[cfg(test)]
+    pub(crate) fn get(&self, index: usize) -> Option<Arc<Entry>> {
+        self.slots().get(index).map(|s| s.get())
+    }
+
+    /// Publishes a refreshed entry into its slot (one no longer in the set is dropped
+    /// with it).
+    pub(crate) fn publish(&self, slot: &Slot, entry: Entry) {
+        slot.set(entry);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Publishes into the slot at `index` of the current set.
+    #[cfg(test)]
+    pub(crate) fn publish_at(&self, index: usize, entry: Entry) {
+        if let Some(slot) = self.slots().get(index) {
+            self.publish(slot, entry);
         }
     }
 
-    /// Changes whenever an entry is published.
+    /// Changes whenever an entry is published or the set is replaced.
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 
     /// Every entry as it is now.
     pub(crate) fn all(&self) -> Vec<Arc<Entry>> {
-        (0..self.entries.len())
-            .filter_map(|i| self.get(i))
-            .collect()
+        self.slots().iter().map(|s| s.get()).collect()
     }
 
-    /// True once every entry has been refreshed at least once.
+    /// True once every entry has been refreshed at least once, and from then on.
     pub(crate) fn ready(&self) -> bool {
-        self.all().iter().all(|e| e.attempted)
+        if self.ready.load(Ordering::SeqCst) {
+            return true;
+        }
+        let ready = self.all().iter().all(|e| e.attempted);
+        if ready {
+            self.ready.store(true, Ordering::SeqCst);
+        }
+        ready
     }
 }
 
@@ -195,9 +254,14 @@ mod tests {
         assert!(!s.ready());
         let mut e = mk();
         e.attempted = true;
-        s.publish(0, e.clone());
+        s.publish_at(0, e.clone());
         assert!(!s.ready());
-        s.publish(1, e);
+        s.publish_at(1, e);
+        assert!(s.ready());
+        // A reload that adds an entry does not take readiness back.
+        let mut slots = (*s.slots()).clone();
+        slots.push(Slot::new(mk()));
+        s.replace(slots);
         assert!(s.ready());
     }
 }

@@ -21,7 +21,7 @@ use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use crate::api::{AwsService, ClientParts, ClientSource, CollectError, ResourceSelection, Target};
 use crate::config::{AccountConfig, Config};
 use crate::metrics::AwsCallCounters;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{RateLimiter, User};
 use counting::CountingInterceptor;
 use credentials::{caller_account, identity_cache, AssumeRoleCredentials, Sts};
 use http::{default_http_client, RateLimitedHttpClient};
@@ -31,6 +31,8 @@ type LimiterKey = (String, String, &'static str);
 
 /// Requests per second to STS, for the library's own calls.
 const STS_RATE: f64 = 5.0;
+/// The library's own STS calls, as a user of the STS limiters.
+const STS_USER: User = "headroom";
 
 /// What every client of the process shares: the request counters and the rate
 /// limiters, one per account, region and service.
@@ -53,20 +55,38 @@ impl AwsContext {
         account: &str,
         region: &str,
         service: &'static str,
+        user: User,
         rate: f64,
     ) -> Arc<RateLimiter> {
-        let mut map = match self.limiters.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = self.limiters();
         let key = (account.to_string(), region.to_string(), service);
         match map.get(&key) {
-            // Two collectors on one service share the limiter at the stricter rate.
-            Some(l) if l.rate() <= rate => l.clone(),
-            _ => {
-                let l = Arc::new(RateLimiter::new(rate));
+            // Collectors on one service share the limiter at the strictest rate.
+            Some(l) => {
+                l.set_rate(user, rate);
+                l.clone()
+            }
+            None => {
+                let l = Arc::new(RateLimiter::new(user, rate));
                 map.insert(key, l.clone());
                 l
+            }
+        }
+    }
+
+    fn limiters(&self) -> std::sync::MutexGuard<'_, HashMap<LimiterKey, Arc<RateLimiter>>> {
+        match self.limiters.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Forgets the rate `user` set on the limiters of `account` and `region` (its
+    /// collector stopped there), so that a stricter rate it had set no longer applies.
+    pub(crate) fn forget(&self, account: &str, region: &str, user: User) {
+        for ((a, r, _), limiter) in self.limiters().iter() {
+            if a == account && r == region {
+                limiter.forget(user);
             }
         }
     }
@@ -78,10 +98,11 @@ impl AwsContext {
         sdk: SdkConfig,
         account: &str,
         service: &'static str,
+        user: User,
         rate: f64,
     ) -> ClientParts {
         let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
-        let limiter = self.limiter(account, &region, service, rate);
+        let limiter = self.limiter(account, &region, service, user, rate);
         let interceptor = SharedInterceptor::new(CountingInterceptor {
             service_code: service,
             counters: self.counters.clone(),
@@ -100,6 +121,8 @@ impl AwsContext {
 /// collector's rate limit.
 struct TargetClients {
     account_id: String,
+    /// The collector, whose rate this is.
+    user: User,
     sdk: SdkConfig,
     rate_limit: f64,
     aws: Arc<AwsContext>,
@@ -109,6 +132,7 @@ impl fmt::Debug for TargetClients {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TargetClients")
             .field("account_id", &self.account_id)
+            .field("user", &self.user)
             .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
@@ -117,8 +141,13 @@ impl fmt::Debug for TargetClients {
 impl ClientSource for TargetClients {
     fn parts(&self, service_code: &'static str, region: &str) -> ClientParts {
         let sdk = in_region(&self.sdk, region);
-        self.aws
-            .parts(sdk, &self.account_id, service_code, self.rate_limit)
+        self.aws.parts(
+            sdk,
+            &self.account_id,
+            service_code,
+            self.user,
+            self.rate_limit,
+        )
     }
 }
 
@@ -157,11 +186,13 @@ impl TargetSpec {
     pub(crate) fn for_collector(
         &self,
         aws: &Arc<AwsContext>,
+        collector: User,
         rate_limit: f64,
         resources: ResourceSelection,
     ) -> Target {
         let clients = TargetClients {
             account_id: self.account_id.clone(),
+            user: collector,
             sdk: self.sdk.clone(),
             rate_limit,
             aws: aws.clone(),
@@ -225,8 +256,13 @@ pub(crate) async fn build_targets(
         let (account_id, sdk) = match &account.role_arn {
             Some(arn) => {
                 let role_account = arn.account_id().to_string();
-                let sts =
-                    Sts::build(aws.parts(home_sdk, &role_account, Sts::SERVICE_CODE, STS_RATE));
+                let sts = Sts::build(aws.parts(
+                    home_sdk,
+                    &role_account,
+                    Sts::SERVICE_CODE,
+                    STS_USER,
+                    STS_RATE,
+                ));
                 let provider = AssumeRoleCredentials {
                     sts,
                     role_arn: arn.0.clone(),
@@ -247,8 +283,13 @@ pub(crate) async fn build_targets(
                 let id = match &account.account_id {
                     Some(id) => id.0.clone(),
                     None => {
-                        let sts =
-                            Sts::build(aws.parts(home_sdk, "default", Sts::SERVICE_CODE, STS_RATE));
+                        let sts = Sts::build(aws.parts(
+                            home_sdk,
+                            "default",
+                            Sts::SERVICE_CODE,
+                            STS_USER,
+                            STS_RATE,
+                        ));
                         caller_account(&sts)
                             .await
                             .map_err(|source| TargetError::Identity { index, source })?
@@ -303,5 +344,5 @@ pub(crate) async fn local_target(
         sdk,
         account: AccountConfig::default(),
     };
-    spec.for_collector(aws, 100.0, ResourceSelection::default())
+    spec.for_collector(aws, "test", 100.0, ResourceSelection::default())
 }

@@ -4,6 +4,7 @@
 
 mod ids;
 mod pattern;
+mod thresholds;
 mod values;
 mod yaml;
 
@@ -17,6 +18,7 @@ use crate::api::{Collector, Defaults, QuotaSpec};
 
 pub(crate) use ids::{AccountId, ExternalId, Region, RoleArn, SessionName};
 pub(crate) use pattern::Pattern;
+pub(crate) use thresholds::{Policy, ThresholdMap};
 pub(crate) use values::{
     format_duration, Attempts, Concurrency, Dur, LimitValue, NonEmpty, Rate, Ratio,
 };
@@ -67,6 +69,10 @@ pub(crate) struct AccountConfig {
     /// collector-wide ones.
     #[serde(default)]
     pub limit_overrides: BTreeMap<String, LimitValue>,
+    /// Alert thresholds for this account only, by quota code; they win over the
+    /// collector-wide ones.
+    #[serde(default)]
+    pub alert_thresholds: ThresholdMap,
 }
 
 /// One collector's settings as the file writes them: a key left out takes the
@@ -82,6 +88,7 @@ pub(crate) struct CollectorEntry {
     pub max_staleness: Option<Dur>,
     pub rate_limit: Option<Rate>,
     pub limit_overrides: BTreeMap<String, LimitValue>,
+    pub alert_thresholds: ThresholdMap,
     pub include: Option<Vec<Pattern>>,
     pub exclude: Option<Vec<Pattern>>,
     pub min_usage_ratio: Option<Ratio>,
@@ -102,6 +109,7 @@ impl CollectorEntry {
             max_staleness: self.max_staleness.unwrap_or(d.max_staleness),
             rate_limit: self.rate_limit.unwrap_or(d.rate_limit),
             limit_overrides: self.limit_overrides.clone(),
+            alert_thresholds: self.alert_thresholds.clone(),
             include: self.include.clone().unwrap_or_default(),
             exclude: self.exclude.clone().unwrap_or_default(),
             min_usage_ratio: self.min_usage_ratio.unwrap_or(d.min_usage_ratio),
@@ -136,6 +144,8 @@ pub(crate) struct CollectorConfig {
     pub rate_limit: Rate,
     /// Limit overrides by quota code, for every account.
     pub limit_overrides: BTreeMap<String, LimitValue>,
+    /// Alert thresholds by quota code, for every account.
+    pub alert_thresholds: ThresholdMap,
     /// Per-resource collectors: only resources whose name matches one of these
     /// patterns (`*` any run of characters, `?` one); empty means all.
     pub include: Vec<Pattern>,
@@ -158,6 +168,7 @@ impl From<Defaults> for CollectorConfig {
             max_staleness: Dur(d.max_staleness),
             rate_limit: Rate(d.rate_limit),
             limit_overrides: BTreeMap::new(),
+            alert_thresholds: ThresholdMap::new(),
             include: Vec::new(),
             exclude: Vec::new(),
             min_usage_ratio: Ratio(0.0),
@@ -305,7 +316,19 @@ impl Config {
                 ));
             }
             check_overrides(&format!("{key}.limit_overrides"), &c.limit_overrides, specs)?;
+            thresholds::check(
+                &format!("{key}.alert_thresholds"),
+                &c.alert_thresholds,
+                None,
+                specs,
+            )?;
         }
+        // Every collector's thresholds, under which an account's apply.
+        let collector_thresholds: ThresholdMap = self
+            .collectors
+            .values()
+            .flat_map(|e| e.alert_thresholds.clone())
+            .collect();
         let all_specs: Vec<QuotaSpec> = known.iter().flat_map(|k| k.quotas.clone()).collect();
         let mut seen = BTreeSet::new();
         for (i, a) in self.accounts.iter().flat_map(|a| a.0.iter()).enumerate() {
@@ -341,6 +364,12 @@ impl Config {
             check_overrides(
                 &format!("{key}.limit_overrides"),
                 &a.limit_overrides,
+                &all_specs,
+            )?;
+            thresholds::check(
+                &format!("{key}.alert_thresholds"),
+                &a.alert_thresholds,
+                Some(&collector_thresholds),
                 &all_specs,
             )?;
         }
