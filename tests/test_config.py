@@ -33,6 +33,11 @@ BAD = [
     ("per-resource key on a collector without resources", "collectors:\n  ssm_parameters:\n    include: [\"a\"]\n", ["collectors.ssm_parameters.include", "counts no single resources"]),
     ("external ID AWS refuses", "accounts:\n  - role_arn: arn:aws:iam::111111111111:role/x\n    external_id: \"a b\"\n", ["accounts[0].external_id", "only letters"]),
     ("deep nesting", "regions: " + "[" * 40_000 + "\n", ["nested deeper than 32 levels"]),
+    ("warning above critical", "collectors:\n  ssm_parameters:\n    alert_thresholds:\n      standard_parameters: {warning: 0.9, critical: 0.85}\n", ["collectors.ssm_parameters.alert_thresholds.standard_parameters", "warning threshold (0.9) is above the critical one (0.85)"]),
+    ("threshold ratio above 1", "collectors:\n  ssm_parameters:\n    alert_thresholds:\n      standard_parameters: {critical: 95}\n", ["alert_thresholds.standard_parameters.critical", "invalid ratio 95"]),
+    ("threshold pattern with nothing to match", "collectors:\n  ssm_parameters:\n    alert_thresholds:\n      standard_parameters:\n        resources: [{match: \"prod-*\", warning: 0.5}]\n", ["alert_thresholds.standard_parameters.resources", "no resources for a pattern to match"]),
+    ("threshold for an unknown quota", "collectors:\n  ssm_parameters:\n    alert_thresholds: {L-NOPE: {warning: 0.5}}\n", ["alert_thresholds.L-NOPE", "unknown quota code"]),
+    ("account warning above the collector's critical", "accounts:\n  - alert_thresholds: {standard_parameters: {warning: 0.9}}\ncollectors:\n  ssm_parameters:\n    alert_thresholds: {standard_parameters: {critical: 0.85}}\n", ["accounts[0].alert_thresholds.standard_parameters", "above the critical one (0.85)"]),
 ]
 
 

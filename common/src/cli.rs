@@ -15,6 +15,19 @@ pub(crate) struct Cli {
     /// Validate the configuration file (and the web configuration file) and exit.
     #[arg(long = "config.check")]
     pub config_check: bool,
+    /// Run every collector once for every target, print the quotas sorted by
+    /// utilisation and exit: 0 all under their warning threshold, 1 warning, 2 critical,
+    /// 3 a collection failed (or the check could not start). Serves nothing.
+    #[arg(long = "check")]
+    pub check: bool,
+    /// With --check: how to print the result.
+    #[arg(
+        long = "output",
+        value_enum,
+        default_value = "table",
+        requires = "check"
+    )]
+    pub output: crate::check::Output,
     /// Address to listen on: host:port, or :port for every interface.
     #[arg(long = "web.listen-address", value_name = "ADDRESS")]
     pub listen_address: String,

@@ -7,7 +7,8 @@
 //! ```text
 //! lib (main)           start-up: flags, config, the running configuration, server
 //! server               HTTP endpoints (/-/reload hands its request to reload)
-//! reload               the configuration in force; SIGHUP and /-/reload replace it
+//! reload check         the configuration in force; SIGHUP and /-/reload replace it |
+//!                      --check: every collector once, a table, an exit code
 //! scheduler            one refresh task per (collector, target), kept across reloads
 //! aws                  targets, credentials, counted and rate-limited clients
 //! tls auth metrics     TLS, reloaded certificates | basic auth off the async workers |
@@ -23,6 +24,7 @@
 mod api;
 mod auth;
 mod aws;
+mod check;
 mod cli;
 mod config;
 mod connections;
@@ -82,6 +84,8 @@ enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]
     Load(#[from] reload::LoadError),
+    #[error("check: {0}")]
+    Check(String),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -99,25 +103,37 @@ pub fn main(info: ExporterInfo, collectors: Vec<Arc<dyn Collector>>) -> ExitCode
         .mut_arg("listen_address", |a| {
             a.required(false).default_value(info.default_listen_address)
         });
-    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+    // In --check mode every failure to start is "unknown" (3), as monitoring plugins
+    // have it, not clap's 2, which means critical there.
+    let checking = std::env::args_os().any(|a| a == "--check");
+    let cli = match cmd
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
+        Err(e) if checking && e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(check::UNKNOWN);
+        }
         Err(e) => e.exit(),
     };
     telemetry::init(cli.log_level, cli.log_format);
+    let failed = if cli.check { check::UNKNOWN } else { 1 };
     match run(info, cli, collectors) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("{}: {e}", info.name);
-            ExitCode::from(1)
+            ExitCode::from(failed)
         }
     }
 }
 
+/// The exporter, or the check; the exit code when it ends without an error.
 fn run(
     info: ExporterInfo,
     cli: Cli,
     collectors: Vec<Arc<dyn Collector>>,
-) -> Result<(), StartError> {
+) -> Result<u8, StartError> {
     cli::check_telemetry_path(&cli.telemetry_path).map_err(StartError::Flags)?;
     let known: Vec<Known> = collectors.iter().map(|c| Known::of(c.as_ref())).collect();
     let config = reload::load_config(cli.config_file.as_ref(), &known)?;
@@ -135,17 +151,26 @@ fn run(
     };
     if cli.config_check {
         println!("{}: configuration is valid", info.name);
-        return Ok(());
+        return Ok(0);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
+    if cli.check {
+        let report = runtime
+            .block_on(check::run(&config, &collectors))
+            .map_err(StartError::Check)?;
+        let mut out = std::io::stdout().lock();
+        check::print(&report, cli.output, &mut out)
+            .map_err(|e| StartError::Check(e.to_string()))?;
+        return Ok(report.exit_code);
+    }
     let result = runtime.block_on(serve(info, cli, config, web, tls, collectors));
     // Tasks still running (refreshes, connections cut at the shutdown deadline) are
     // dropped; blocking ones (a bcrypt verification) get a moment to return.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    result
+    result.map(|()| 0)
 }
 
 async fn serve(
