@@ -93,7 +93,15 @@ FAST = {"refresh_interval": "5s", "timeout": "5s", "max_staleness": "1m", "rate_
 # Collector settings by exporter; an exporter not listed here still runs, with its
 # collectors at their defaults (their first refresh is all these tests need).
 COLLECTORS = {
-    "ssm": {"ssm_parameters": {**FAST, "limit_overrides": {"standard_parameters": 1000}}},
+    "ssm": {
+        "ssm_parameters": {
+            **FAST,
+            "limit_overrides": {"standard_parameters": 1000},
+            # One threshold override: 12 advanced parameters of 100,000 in account A,
+            # eu-west-1, are far below 80% but above this warning threshold.
+            "alert_thresholds": {"advanced_parameters": {"warning": 0.0001}},
+        }
+    },
     "ecr": {"ecr_repositories": FAST, "ecr_images": FAST, "ecr_lifecycle_policies": {**FAST, "enabled": True}},
     "s3": {"s3_buckets": FAST, "s3_directory_buckets": FAST, "s3_access_points": FAST},
 }
@@ -179,18 +187,41 @@ def alerts(p: Prometheus) -> list[dict]:
     return p.api("alerts")["alerts"]
 
 
+OVERRIDDEN = {"account_id": ACCOUNT_A, "aws_region": "eu-west-1", "service_code": "ssm", "quota_code": "advanced_parameters"}
+
+
+def almost_full(p: Prometheus, labels: dict[str, str]) -> list[dict]:
+    return [
+        a for a in alerts(p)
+        if a["labels"]["alertname"] == "AwsQuotaAlmostFull" and all(a["labels"].get(k) == v for k, v in labels.items())
+    ]
+
+
 def test_almost_full_is_pending_or_firing_for_that_quota_alone(stack):
     p = stack.prometheus
-    wait_until(lambda: [a for a in alerts(p) if a["labels"]["alertname"] == "AwsQuotaAlmostFull"], 30, "AwsQuotaAlmostFull")
-    almost = [a for a in alerts(p) if a["labels"]["alertname"] == "AwsQuotaAlmostFull"]
-    assert len(almost) == 1, almost
-    a = almost[0]
+    wait_until(lambda: almost_full(p, FULL), 30, "AwsQuotaAlmostFull")
+    wait_until(lambda: almost_full(p, OVERRIDDEN), 30, "AwsQuotaAlmostFull on the lowered threshold")
+    # The quota over the default 80%, and the one over its own, lowered threshold.
+    assert len(almost_full(p, {})) == 2, almost_full(p, {})
+    [a] = almost_full(p, FULL)
     assert a["state"] in ("pending", "firing")
     assert {k: a["labels"][k] for k in FULL} == FULL
     assert a["labels"]["severity"] == "warning"
     assert float(a["value"]) == pytest.approx(0.85)
     assert "85%" in a["annotations"]["description"] and ACCOUNT_A in a["annotations"]["description"]
     assert a["annotations"]["runbook_url"].endswith("docs/runbook.md#awsquotaalmostfull")
+    assert "threshold" not in a["annotations"]["description"]
+    [o] = almost_full(p, OVERRIDDEN)
+    assert o["labels"]["severity"] == "warning"
+    assert float(o["value"]) == pytest.approx(12 / 100_000)
+    assert "above its own warning threshold of 0.01%" in o["annotations"]["description"], o["annotations"]
+    # The exporter exports the override for that quota alone (every account and region
+    # of the collector), and the rules' threshold is the default elsewhere.
+    exported = p.query("aws_quota_alert_threshold_ratio")
+    assert {(r["metric"]["quota_code"], r["metric"]["severity"], r["value"][1]) for r in exported} == {("advanced_parameters", "warning", "0.0001")}
+    assert len(exported) == 4
+    in_force = p.query('quota:aws_quota_alert_threshold:ratio{severity="warning",quota_code="standard_parameters"}')
+    assert in_force and {r["value"][1] for r in in_force} == {"0.8"}
     # No other quota alert, and the exporters are healthy.
     others = {x["labels"]["alertname"] for x in alerts(p)} - {"AwsQuotaAlmostFull", "AwsQuotaWatchdog"}
     assert others == set(), others

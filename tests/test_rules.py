@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 
+import pytest
 import yaml
 
 from conftest import ROOT, RULE_FILES, promtool
@@ -45,12 +46,12 @@ def test_promtool_unit_tests_pass():
 
 
 def test_promtool_unit_tests_catch_a_broken_rule(tmp_path):
-    """The unit tests are not vacuous: with the warning threshold moved, they fail."""
+    """The unit tests are not vacuous: with the default warning threshold moved, they fail."""
     for p in [*RULE_FILES, *TEST_FILES]:
         shutil.copy(p, tmp_path / p.name)
     main = tmp_path / "headroom.rules.yml"
     text = main.read_text()
-    assert "quota:aws_quota_usage:ratio >= 0.80" in text
+    assert text.count("aws_quota_usage * 0 + 0.80") == 1
     # Only the test group of the thresholds, to keep it quick.
     tests = yaml.safe_load((ALERTS / "headroom.rules.test.yml").read_text())
     tests["tests"] = [t for t in tests["tests"] if t["name"] == "ratio and almost full"]
@@ -59,10 +60,91 @@ def test_promtool_unit_tests_catch_a_broken_rule(tmp_path):
     main.write_text(text)
     r = promtool("test", "rules", "one.test.yml", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    main.write_text(text.replace("quota:aws_quota_usage:ratio >= 0.80", "quota:aws_quota_usage:ratio >= 0.90"))
+    main.write_text(text.replace("aws_quota_usage * 0 + 0.80", "aws_quota_usage * 0 + 0.90"))
     r = promtool("test", "rules", "one.test.yml", cwd=tmp_path)
     assert r.returncode != 0, r.stdout
     assert "AwsQuotaAlmostFull" in r.stdout + r.stderr
+
+
+# Breakages of the per-quota thresholds (quota:aws_quota_alert_threshold:ratio and the
+# alerts on it) that the "thresholds: ..." unit tests must catch: (what, the rule text,
+# its replacement, the test groups that show it, the alert that goes wrong).
+THRESHOLD_MUTATIONS = [
+    (
+        "no fallback to the default",
+        'aws_quota_alert_threshold_ratio{severity="warning"}\n  or ignoring (severity)\n  aws_quota_usage * 0 + 0.80\n',
+        'aws_quota_alert_threshold_ratio{severity="warning"}\n',
+        ["thresholds: replicas", "thresholds: stale"],
+        "AwsQuotaAlmostFull",
+    ),
+    (
+        "the default even where a threshold exists",
+        'aws_quota_alert_threshold_ratio{severity="warning"}\n  or ignoring (severity)\n',
+        'aws_quota_alert_threshold_ratio{severity="warning"}\n  or\n',
+        ["thresholds: per quota"],
+        "AwsQuotaAlmostFull",
+    ),
+    (
+        "the highest threshold of the replicas wins",
+        'min without (instance, job, pod, namespace, service, endpoint, container, severity) (\n  aws_quota_alert_threshold_ratio{severity="warning"}',
+        'max without (instance, job, pod, namespace, service, endpoint, container, severity) (\n  aws_quota_alert_threshold_ratio{severity="warning"}',
+        ["thresholds: replicas"],
+        "AwsQuotaAlmostFull",
+    ),
+    (
+        "a threshold that stopped is held for an hour",
+        'aws_quota_alert_threshold_ratio{severity="warning"}\n  or ignoring (severity)',
+        'last_over_time(aws_quota_alert_threshold_ratio{severity="warning"}[1h])\n  or ignoring (severity)',
+        ["thresholds: stale"],
+        "AwsQuotaAlmostFull",
+    ),
+    (
+        '"never" compared as a level',
+        '(quota:aws_quota_alert_threshold:ratio{severity="critical"} <= 1)',
+        'quota:aws_quota_alert_threshold:ratio{severity="critical"}',
+        ["thresholds: per quota"],
+        "AwsQuotaAlmostFull",
+    ),
+    (
+        '"never" does not silence the forecast',
+        'quota:aws_quota_usage:ratio offset 1d\nunless ignoring (severity)\nquota:aws_quota_alert_threshold:ratio{severity="warning"} > 1\n',
+        "quota:aws_quota_usage:ratio offset 1d\n",
+        ["thresholds: never silences the forecast"],
+        "AwsQuotaFillingUp",
+    ),
+]
+
+
+def replace_in_one_rule(path, old: str, new: str) -> None:
+    """Replaces `old` by `new` in the one rule expression of the rule file at `path` that
+    holds it (once)."""
+    doc = yaml.safe_load(path.read_text())
+    hits = [r for g in doc["groups"] for r in g["rules"] if old in r["expr"]]
+    assert len(hits) == 1 and hits[0]["expr"].count(old) == 1, f"{old!r} is not in exactly one rule"
+    hits[0]["expr"] = hits[0]["expr"].replace(old, new)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+@pytest.mark.parametrize(("what", "old", "new", "groups", "alert"), THRESHOLD_MUTATIONS, ids=[m[0] for m in THRESHOLD_MUTATIONS])
+def test_promtool_unit_tests_catch_a_broken_threshold(tmp_path, what, old, new, groups, alert):
+    """The per-quota threshold tests are not vacuous: with the `or` fallback to the
+    default removed or applied everywhere, the replicas' highest threshold winning, a
+    vanished threshold held, "never" compared as a level, or "never" not silencing the
+    forecast, they fail; the mutated rules themselves are valid."""
+    main = tmp_path / "headroom.rules.yml"
+    shutil.copy(ALERTS / "headroom.rules.yml", main)
+    tests = yaml.safe_load((ALERTS / "headroom.rules.test.yml").read_text())
+    tests["tests"] = [t for t in tests["tests"] if t["name"] in groups]
+    assert len(tests["tests"]) == len(groups), groups
+    (tmp_path / "one.test.yml").write_text(yaml.safe_dump(tests))
+    r = promtool("test", "rules", "one.test.yml", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    replace_in_one_rule(main, old, new)
+    r = promtool("check", "rules", main.name, cwd=tmp_path)
+    assert r.returncode == 0, f"{what}: the mutant is not a valid rule file: {r.stdout + r.stderr}"
+    r = promtool("test", "rules", "one.test.yml", cwd=tmp_path)
+    assert r.returncode != 0, f"{what}: the unit tests still pass: {r.stdout}"
+    assert f"alertname: {alert}" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
 def test_every_alert_has_severity_annotations_and_its_runbook_section():
