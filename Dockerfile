@@ -1,11 +1,13 @@
 # syntax=docker/dockerfile:1
-# One image with the three headroom exporters. The binary is the command:
+# One image with the four headroom exporters. The binary is the command:
 #   docker run ghcr.io/headroom-exporters/headroom /usr/local/bin/ssm_quota_exporter
 #   docker run ghcr.io/headroom-exporters/headroom /usr/local/bin/ecr_quota_exporter
 #   docker run ghcr.io/headroom-exporters/headroom /usr/local/bin/s3_quota_exporter
+#   docker run ghcr.io/headroom-exporters/headroom /usr/local/bin/servicequotas_exporter
 # (the Helm chart sets `command` the same way). Single-exporter images, with their
-# binary as entrypoint: `docker build --target ecr-quota-exporter .` and likewise for
-# ssm-quota-exporter and s3-quota-exporter. `make image` builds them all.
+# binary as entrypoint, one stage each named after the binary with dashes:
+# `docker build --target ecr-quota-exporter .` and likewise for ssm-quota-exporter,
+# s3-quota-exporter and servicequotas-exporter. `make image` builds them all.
 # The image runs as a non-root user and writes nothing: run it with a read-only root
 # filesystem. Configuration comes from --config.file and the standard AWS environment.
 
@@ -36,7 +38,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     HEADROOM_REVISION="${REVISION}" cargo build --locked --workspace --release --bins \
     && mkdir -p /out \
-    && cp target/release/ssm_quota_exporter target/release/ecr_quota_exporter target/release/s3_quota_exporter /out/
+    && cp target/release/ssm_quota_exporter target/release/ecr_quota_exporter target/release/s3_quota_exporter \
+          target/release/servicequotas_exporter /out/
 
 # Binaries built elsewhere, for the tests only: tests/test_image.py builds the stages
 # below around the binaries the test suite has just built and tested, from a build
@@ -55,7 +58,7 @@ FROM ${RUNTIME_IMAGE} AS runtime
 ARG VERSION=0.1.0
 ARG REVISION
 LABEL org.opencontainers.image.title="headroom" \
-      org.opencontainers.image.description="Prometheus exporters for AWS resource quotas: SSM Parameter Store, ECR, S3" \
+      org.opencontainers.image.description="Prometheus exporters for AWS resource quotas: SSM Parameter Store, ECR, S3, and every quota Service Quotas meters" \
       org.opencontainers.image.source="https://github.com/headroom-exporters/headroom" \
       org.opencontainers.image.url="https://github.com/headroom-exporters/headroom" \
       org.opencontainers.image.documentation="https://github.com/headroom-exporters/headroom#readme" \
@@ -79,8 +82,14 @@ COPY --from=binaries /out/s3_quota_exporter /usr/local/bin/
 EXPOSE 9812
 ENTRYPOINT ["/usr/local/bin/s3_quota_exporter"]
 
-# The default target: all three; the command picks the exporter.
+FROM runtime AS servicequotas-exporter
+COPY --from=binaries /out/servicequotas_exporter /usr/local/bin/
+EXPOSE 9813
+ENTRYPOINT ["/usr/local/bin/servicequotas_exporter"]
+
+# The default target: every exporter; the command picks the exporter.
 FROM runtime AS headroom
-COPY --from=binaries /out/ssm_quota_exporter /out/ecr_quota_exporter /out/s3_quota_exporter /usr/local/bin/
-EXPOSE 9810 9811 9812
+COPY --from=binaries /out/ssm_quota_exporter /out/ecr_quota_exporter /out/s3_quota_exporter \
+     /out/servicequotas_exporter /usr/local/bin/
+EXPOSE 9810 9811 9812 9813
 CMD ["/usr/local/bin/ssm_quota_exporter"]

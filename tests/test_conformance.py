@@ -40,6 +40,12 @@ class Profile:
     aws_region: str = REGION  # the aws_region label of quota_code's samples
     # The fault that AWS throttling looks like for `operation`.
     throttle: dict = field(default_factory=lambda: {"code": "ThrottlingException"})
+    # The service_code of its request counters, when it is not the data's.
+    api_service: str | None = None
+
+    @property
+    def counted_as(self) -> str:
+        return self.api_service or self.service_code
 
     @property
     def collector(self) -> str:
@@ -72,6 +78,18 @@ PROFILES: dict[str, Profile] = {
         # read: a 400 ThrottlingException is counted under that code but not retried
         # as throttling. Real S3 throttles with SlowDown and 503, which is retried.
         throttle={"code": "SlowDown", "status": 503},
+    ),
+    "servicequotas": Profile(
+        service_code="ec2",
+        seed=lambda aws, account, n: aws.post("seed_quotas", {"account": account, "region": REGION, "replace": True, "quotas": [{
+            "service_code": "ec2", "service_name": "Amazon EC2", "quota_code": "L-0263D0A3", "quota_name": "EC2-VPC Elastic IPs",
+            "default": 5, "applied": 100, "adjustable": True, "usage": n,
+        }]}),
+        quota_code="L-0263D0A3",
+        collectors=("servicequotas",),
+        operation="StartQuotaUtilizationReport",
+        throttle={"code": "TooManyRequestsException"},
+        api_service="servicequotas",
     ),
 }
 
@@ -119,7 +137,7 @@ def success(e, p: Profile, account: str = ACCOUNT_A) -> float | None:
 
 
 def requests_total(e, p: Profile) -> float:
-    return e.value("aws_quota_exporter_aws_requests_total", service_code=p.service_code, operation=p.operation) or 0
+    return e.value("aws_quota_exporter_aws_requests_total", service_code=p.counted_as, operation=p.operation) or 0
 
 
 each_exporter = pytest.mark.parametrize("exp", EXPORTERS, ids=str)
@@ -247,7 +265,7 @@ def test_throttling_is_retried_and_counted(aws, exporter, exp):
     e.wait_ready()
     assert usage(e, p) == N_A
     assert success(e, p) == 1
-    errors = e.value("aws_quota_exporter_aws_request_errors_total", service_code=p.service_code, operation=p.operation, error_code=p.throttle["code"])
+    errors = e.value("aws_quota_exporter_aws_request_errors_total", service_code=p.counted_as, operation=p.operation, error_code=p.throttle["code"])
     assert errors == 2
     assert requests_total(e, p) == len([r for r in aws.log() if r["operation"] == p.operation])
 

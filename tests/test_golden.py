@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from conftest import ACCOUNT_B, ROLE_B, promtool
+from conftest import ACCOUNT_A, ACCOUNT_B, ROLE_B, promtool
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -74,3 +74,24 @@ def test_s3_exposition_matches_golden_file(aws, exporter):
     text = e.scrape()
     promtool_check(text)
     check_golden("s3_quota_exporter.prom", text)
+
+
+def test_servicequotas_exposition_matches_golden_file(aws, exporter):
+    def quota(service: str, code: str, name: str, usage: float, applied: float | None, default: float, **kw) -> dict:
+        q = {"service_code": service, "service_name": service, "quota_code": code, "quota_name": name, "default": default, "adjustable": True, "usage": usage, **kw}
+        return q if applied is None else {**q, "applied": applied}
+
+    aws.post("seed_quotas", {"account": ACCOUNT_A, "region": "eu-west-1", "quotas": [
+        quota("ec2", "L-1216C47A", "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", 576, 640, 5),
+        quota("ec2", "L-0263D0A3", "EC2-VPC Elastic IPs", 3, None, 5),
+        quota("elasticloadbalancing", "L-53DA6B97", "Application Load Balancers per Region", 1, 3, 50, adjustable=False),
+    ]})
+    aws.post("seed_quotas", {"account": ACCOUNT_A, "region": "us-east-1", "quotas": [
+        quota("lambda", "L-B99A9384", "Concurrent executions", 250, 1000, 1000),
+        quota("iam", "L-FE177D64", "Roles per account", 250, None, 1000, **{"global": True}),
+    ]})
+    e = exporter("servicequotas_exporter", {"regions": ["eu-west-1", "us-east-1"]})
+    e.wait_ready()
+    text = e.scrape()
+    promtool_check(text)
+    check_golden("servicequotas_exporter.prom", text)

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -22,6 +23,7 @@ import requests
 import yaml
 
 from conftest import BIN_DIR, ROOT, RULE_FILES, aws_env, free_port, promtool, terminate, wait_until
+from exporters import EXPORTERS as WORKSPACE_EXPORTERS, Exporter
 from tlsutil import CertificateAuthority, tls_get
 
 HELM = ROOT / ".test-tools" / "bin" / "helm"
@@ -31,7 +33,9 @@ TLS = CHART / "ci" / "tls-values.yaml"  # mutual TLS
 VALUES_FILES = {"default": None, "multi-account": MULTI, "tls": TLS}
 ALERTS = ROOT / "alerts"
 DASHBOARDS = ROOT / "dashboards"
-EXPORTERS = {"ssm": 9810, "ecr": 9811, "s3": 9812}  # default ports, as in the README
+# Every exporter of the workspace (tests/exporters.py) by its chart key, the crate's
+# directory name: its binary and default port come from the crate and the built binary.
+EXPORTERS: dict[str, Exporter] = {e.short: e for e in WORKSPACE_EXPORTERS}
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 # The oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest
 # kubernetes-validate knows.
@@ -198,7 +202,7 @@ def test_services_reach_their_exporter_only(values: Path | None):
         [port] = svc["spec"]["ports"]
         [container] = chosen[0]["spec"]["template"]["spec"]["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert port["port"] == ports[port["targetPort"]] == EXPORTERS[name]
+        assert port["port"] == ports[port["targetPort"]] == EXPORTERS[name].default_port
         # The Deployment's own selector picks its pods.
         assert selects(chosen[0]["spec"]["selector"]["matchLabels"], chosen[0]["spec"]["template"]["metadata"]["labels"])
 
@@ -331,8 +335,8 @@ def test_rendered_config_is_the_values_config_and_the_exporter_accepts_it(values
         assert want, "the multi-account values configure every exporter"
     assert yaml.safe_load(text) == want
     command, args = exporter_args(docs, name, values)
-    assert command == f"/usr/local/bin/{name}_quota_exporter"
-    assert f"--web.listen-address=:{EXPORTERS[name]}" in args
+    assert command == f"/usr/local/bin/{EXPORTERS[name].binary}"
+    assert f"--web.listen-address=:{EXPORTERS[name].default_port}" in args
     # With TLS, the web config and its certificate files too, laid out as in the pod.
     mount_volume(docs, f"{fullname(values)}-{name}", tmp_path)
     assert (f"--web.config.file={MOUNT}/web-config.yml" in args) == (values == TLS)
@@ -386,7 +390,7 @@ def test_config_change_rolls_only_that_exporter():
     after = checksums(render(None, "exporters.ecr.config.regions[0]=eu-west-1"))
     assert before.keys() == after.keys() == {f"{RELEASE}-{n}" for n in EXPORTERS}
     assert before[f"{RELEASE}-ecr"] != after[f"{RELEASE}-ecr"]
-    assert before[f"{RELEASE}-ssm"] == after[f"{RELEASE}-ssm"] and before[f"{RELEASE}-s3"] == after[f"{RELEASE}-s3"]
+    assert all(before[f"{RELEASE}-{n}"] == after[f"{RELEASE}-{n}"] for n in EXPORTERS if n != "ecr")
     # The checksum is the mounted file's.
     cm = one(render(), "ConfigMap", f"{RELEASE}-ecr")
     assert before[f"{RELEASE}-ecr"] == hashlib.sha256(cm["data"]["config.yml"].rstrip("\n").encode()).hexdigest()
@@ -425,6 +429,63 @@ def test_releases_do_not_collide():
         assert not [s for s in find(b, "Service") if selects(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
     names = {d["metadata"]["name"] for d in render(MULTI)}
     assert names == {"headroom-prod", "headroom-prod-dashboards"} | {f"headroom-prod-{n}" for n in EXPORTERS}
+
+
+def test_the_chart_knows_every_exporter_of_the_workspace_and_runs_its_binary():
+    """headroom.exporterList (templates/_helpers.tpl), values.yaml and the schema name the
+    workspace's exporters, no more; each Deployment runs its exporter's own binary (the
+    names follow no one pattern: servicequotas_exporter next to ssm_quota_exporter),
+    and every exporter is on by default."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["exporters"]
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["exporters"]["properties"]
+    assert set(values) == set(EXPORTERS), f"values.yaml exporters: {sorted(values)}, the workspace: {sorted(EXPORTERS)}"
+    assert set(schema) == set(EXPORTERS), f"values.schema.json exporters: {sorted(schema)}, the workspace: {sorted(EXPORTERS)}"
+    assert all(v["enabled"] for v in values.values())
+    commands = {name.removeprefix(f"{RELEASE}-"): c["command"] for name, c in containers(render())}
+    assert commands == {n: [f"/usr/local/bin/{e.binary}"] for n, e in EXPORTERS.items()}
+    # The first exporter of the list is the one the chart's notes show.
+    order = [d["metadata"]["name"].removeprefix(f"{RELEASE}-") for d in find(render(), "Deployment")]
+    assert order == list(EXPORTERS), f"templates/_helpers.tpl lists the exporters as {order}, Cargo.toml as {list(EXPORTERS)}"
+
+
+def test_the_readme_table_of_the_chart_lists_every_exporter():
+    """README.md 'Installing in Kubernetes': one row per exporter with its values key,
+    the command the chart runs, its port and its IAM policy file."""
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"^## Installing in Kubernetes\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert m, "README.md has no '## Installing in Kubernetes' section"
+    rows = [
+        [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        for line in m.group(1).splitlines()
+        if line.startswith("| `exporters.")
+    ]
+    want = [
+        [f"exporters.{n}", f"/usr/local/bin/{e.binary}", str(e.default_port), f"deploy/iam/{e.binary.replace('_', '-')}.json"]
+        for n, e in EXPORTERS.items()
+    ]
+    assert rows == want, f"README.md 'Installing in Kubernetes' table: {rows}, want {want}"
+    for _, _, _, policy in rows:
+        assert (ROOT / policy).exists(), policy
+
+
+def test_long_release_names_fit_every_exporter_and_keep_existing_names(tmp_path: Path):
+    """Names are at most 63 characters with the longest exporter key; the full name is
+    cut only as far as each suffix needs, so names that fitted before stay the same."""
+    release = "r" * 53  # the longest release name Helm accepts
+    docs = render(None, "replicas=2", release=release)
+    names = [(d["kind"], d["metadata"]["name"]) for d in docs]
+    assert len(set(names)) == len(names), names
+    # The exporters' resources; a Service's name is a DNS label.
+    ours = [n for _, n in names if not n.endswith("-dashboards")]
+    assert all(len(n) <= 63 for n in ours), [n for n in ours if len(n) > 63]
+    full = f"{release}-headroom"[:59]
+    for n in EXPORTERS:
+        name = f"{full[: 62 - len(n)].rstrip('-')}-{n}"
+        for kind in ("Deployment", "Service", "ConfigMap", "ServiceMonitor", "PodDisruptionBudget"):
+            one(docs, kind, name)
+    assert one(docs, "Deployment", f"{full}-ssm")
+    r = kubernetes_validate([d for d in docs if d["kind"] not in CRD_KINDS], tmp_path)
+    assert r.returncode == 0 and "WARN" not in r.stdout and "ERROR" not in r.stdout, r.stdout + r.stderr
 
 
 # --------------------------------------------------------------- pods: hardening, sizing
@@ -499,7 +560,7 @@ def test_pod_disruption_budget_only_with_replicas(tmp_path: Path):
     assert find(render(), "PodDisruptionBudget") == [], "one replica: no budget"
     docs = render(MULTI)  # replicas 2, but 1 for ECR
     pdbs = {d["metadata"]["name"]: d for d in find(docs, "PodDisruptionBudget")}
-    assert set(pdbs) == {"headroom-prod-ssm", "headroom-prod-s3"}
+    assert set(pdbs) == {f"headroom-prod-{n}" for n in EXPORTERS if n != "ecr"}
     for name, pdb in pdbs.items():
         deployment = one(docs, "Deployment", name)
         assert deployment["spec"]["replicas"] == 2

@@ -8,6 +8,10 @@ the receiver (`let client: aws_sdk_ecr::Client`, `client: &aws_sdk_ecr::Client`,
 `sts: aws_sdk_sts::Client`, `build_client::<aws_sdk_sts::Client>`). Each operation
 maps to its IAM action through OPERATIONS below; an operation missing from that table
 fails the test, so a new SDK call cannot ship without a decision about its permission.
+
+The exporters are the workspace's (tests/exporters.py); each one's policy is
+deploy/iam/<its binary, with dashes>.json (ssm-quota-exporter.json,
+servicequotas-exporter.json), and the README's table names it by its binary.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from exporters import EXPORTERS as WORKSPACE_EXPORTERS, Exporter
 
 ROOT = Path(__file__).resolve().parent.parent
 IAM_DIR = ROOT / "deploy" / "iam"
@@ -39,6 +45,8 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("s3control", "list_access_points"): "s3:ListAccessPoints",
     ("servicequotas", "list_service_quotas"): "servicequotas:ListServiceQuotas",
     ("servicequotas", "list_aws_default_service_quotas"): "servicequotas:ListAWSDefaultServiceQuotas",
+    ("servicequotas", "start_quota_utilization_report"): "servicequotas:StartQuotaUtilizationReport",
+    ("servicequotas", "get_quota_utilization_report"): "servicequotas:GetQuotaUtilizationReport",
     ("sts", "assume_role"): "sts:AssumeRole",
     ("sts", "get_caller_identity"): "sts:GetCallerIdentity",
 }
@@ -57,11 +65,12 @@ SOURCE_IDENTITY_ACTIONS = {"sts:AssumeRole"}
 IMPLIED_ACTIONS = {"sts:AssumeRole": {"sts:TagSession"}}
 
 # Actions called from common/ only for some quotas: the limit resolver asks Service
-# Quotas only for a QuotaSpec made with `QuotaSpec::service_quota` (in_service_quotas).
-# Any other action called from common/ is needed by every exporter.
+# Quotas only for the QuotaSpecs a collector declares (`Collector::quotas`) that Service
+# Quotas knows (`looked_up`, see quota_specs). Any other action called from common/ is
+# needed by every exporter.
 COMMON_ONLY_IF = {
-    "servicequotas:ListServiceQuotas": ("in_service_quotas",),
-    "servicequotas:ListAWSDefaultServiceQuotas": ("in_service_quotas",),
+    "servicequotas:ListServiceQuotas": ("looked_up",),
+    "servicequotas:ListAWSDefaultServiceQuotas": ("looked_up",),
 }
 
 # Actions that act on one resource and are scoped to its ARN (in any partition); every
@@ -282,32 +291,59 @@ def action_of(call: Call) -> str:
 # --- what each exporter needs ----------------------------------------------------------
 
 
+# Every exporter of the workspace (tests/exporters.py), by its short name (the crate's
+# directory: ssm, ecr, s3, servicequotas).
+BY_SHORT: dict[str, Exporter] = {e.short: e for e in WORKSPACE_EXPORTERS}
+EXPORTERS = sorted(BY_SHORT)
+
+
 def exporter_crates() -> dict[str, Path]:
-    crates = {p.name: p for p in sorted((ROOT / "exporters").iterdir()) if (p / "Cargo.toml").exists()}
-    assert crates, "no exporter crates found"
-    return crates
-
-
-EXPORTERS = sorted(exporter_crates())
+    on_disk = {p.parent.name for p in (ROOT / "exporters").glob("*/Cargo.toml")}
+    assert on_disk == set(BY_SHORT), f"crates under exporters/ that are not workspace members: {sorted(on_disk - set(BY_SHORT))}"
+    return {short: ROOT / e.crate_dir for short, e in BY_SHORT.items()}
 
 
 def policy_path(exporter: str) -> Path:
-    return IAM_DIR / f"{exporter}-quota-exporter.json"
+    """deploy/iam/<binary with dashes>.json: ssm-quota-exporter.json for
+    ssm_quota_exporter, servicequotas-exporter.json for servicequotas_exporter."""
+    return IAM_DIR / f"{BY_SHORT[exporter].binary.replace('_', '-')}.json"
+
+
+def fn_bodies(src: str, name: str) -> list[tuple[int, int]]:
+    """The (start, end) offsets of the bodies of every `fn <name>(...)` in a stripped source."""
+    bodies = []
+    for m in re.finditer(rf"\bfn\s+{re.escape(name)}\s*\(", src):
+        start = src.find("{", m.end())
+        if start < 0:
+            continue
+        depth, j = 1, start + 1
+        while j < len(src) and depth:
+            depth += {"{": 1, "}": -1}.get(src[j], 0)
+            j += 1
+        bodies.append((start, j))
+    return bodies
 
 
 def quota_specs(crate_dir: Path) -> list[dict[str, bool]]:
-    """The flags of every static quota spec of an exporter crate: `QuotaSpec::service_quota(...)`
-    is looked up in Service Quotas, `QuotaSpec::documented(...)` is not; `.per_resource()`
-    on the same expression marks resource-level values. A spec built any other way
-    (`discovered` at run time) counts as one that Service Quotas knows."""
+    """The flags of every quota spec of an exporter crate. `looked_up`: the limit
+    resolver asks Service Quotas for it. It only asks for the specs a collector declares
+    in `fn quotas()`, and of those only the ones Service Quotas knows: a static
+    `QuotaSpec::service_quota(...)` is looked up, `QuotaSpec::documented(...)` is not; a
+    `QuotaSpec::discovered(...)` is looked up when built in a `fn quotas()`, and not when
+    built at collection time (it carries the limit the service reported, and the
+    resolver never sees it). `.per_resource()` on the same expression marks
+    resource-level values."""
     specs = []
     for path, src in rust_sources(crate_dir).items():
+        declared = fn_bodies(src, "quotas")
         for m in re.finditer(r"\bQuotaSpec::(\w+)\s*\(", src):
             kind = m.group(1)
             assert kind in ("service_quota", "documented", "discovered"), f"{path.relative_to(ROOT)}: QuotaSpec::{kind} is not read by this test"
             end = src.find(";", m.end())
             expression = src[m.start() : end if end >= 0 else len(src)]
-            specs.append({"in_service_quotas": kind != "documented", "resource_level": ".per_resource()" in expression})
+            in_quotas_fn = any(a <= m.start() < b for a, b in declared)
+            looked_up = kind == "service_quota" or (kind == "discovered" and in_quotas_fn)
+            specs.append({"looked_up": looked_up, "resource_level": ".per_resource()" in expression})
         assert not re.search(r"(?<![\w:])QuotaSpec\s*\{", src.replace("pub struct QuotaSpec {", "")), (
             f"{path.relative_to(ROOT)}: build quota specs with QuotaSpec::service_quota or ::documented; this test reads those"
         )
@@ -474,10 +510,10 @@ def readme_table() -> dict[str, set[str]]:
     exporter)."""
     rows = [l for l in readme_iam_section().splitlines() if l.startswith("|")]
     assert len(rows) > 2, "the IAM permissions section has no table"
-    by_exporter: dict[str, set[str]] = {f"{e}_quota_exporter": set() for e in EXPORTERS}
+    by_exporter: dict[str, set[str]] = {BY_SHORT[e].binary: set() for e in EXPORTERS}
     for row in rows[2:]:
         cells = [c.strip() for c in row.strip().strip("|").split("|")]
-        who = re.findall(r"`(\w+_quota_exporter)`", cells[0])
+        who = re.findall(r"`(\w+_exporter)`", cells[0])
         if cells[0] == "all":
             who = list(by_exporter)
         assert who, f"README IAM table row names no exporter: {row}"
@@ -489,14 +525,15 @@ def readme_table() -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
 def test_readme_table_lists_exactly_the_policies_actions(exporter: str):
-    listed = readme_table()[f"{exporter}_quota_exporter"]
+    binary = BY_SHORT[exporter].binary
+    listed = readme_table()[binary]
     want = policy_actions(load(policy_path(exporter))) | policy_actions(load(IAM_DIR / "assume-role-policy.json"))
     hint = (
         f"; {sorted(listed & NEEDS_NO_PERMISSION)} need no permission: mention them below the table, not in it"
         if listed & NEEDS_NO_PERMISSION else ""
     )
     assert listed == want, (
-        f"README.md 'IAM permissions' table for {exporter}_quota_exporter lists {sorted(listed)}, "
+        f"README.md 'IAM permissions' table for {binary} lists {sorted(listed)}, "
         f"but deploy/iam grants {sorted(want)}: missing {sorted(want - listed)}, extra {sorted(listed - want)}{hint}"
     )
 
@@ -512,6 +549,22 @@ def test_readme_json_example_grants_what_the_policies_grant():
         f"README.md 'IAM permissions' JSON example grants {sorted(listed)}; deploy/iam grants "
         f"{sorted(reader)}: missing {sorted(reader - listed)}, extra {sorted(listed - source - reader)}"
     )
+
+
+def test_the_iam_readme_table_lists_every_policy_file_with_its_actions():
+    """deploy/iam/README.md: a row per policy file, naming exactly the actions it grants."""
+    rows = {}
+    for line in (IAM_DIR / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and (m := re.fullmatch(r"`([\w.-]+\.json)`", cells[0])):
+            rows[m.group(1)] = set(ACTION_RE.findall(cells[-1]))
+    files = {f.name for f in IAM_DIR.glob("*.json")}
+    assert set(rows) == files, f"deploy/iam/README.md table: rows for {sorted(rows)}, files {sorted(files)}"
+    for name, listed in rows.items():
+        if name == "trust-policy.json":
+            continue  # a trust policy, described rather than listed
+        granted = policy_actions(load(IAM_DIR / name))
+        assert listed == granted, f"deploy/iam/README.md: the row of {name} lists {sorted(listed)}, the file grants {sorted(granted)}"
 
 
 # --- Terraform -------------------------------------------------------------------------------
@@ -536,6 +589,27 @@ def test_terraform_reads_the_policy_files_and_names_no_read_action():
     # The module leaves the optional statement out by its Sid: the two must agree.
     assert re.findall(r'ecr_lifecycle_sid\s*=\s*"([^"]*)"', main) == list(OPTIONAL_STATEMENTS)
     assert set(OPTIONAL_STATEMENTS) <= {s["Sid"] for s in load(policy_path("ecr"))["Statement"]}
+
+
+def test_terraform_knows_every_exporter_and_its_policy_file():
+    """The module's exporter names are the workspace's (the crates' directory names),
+    each mapped to that exporter's own policy file: the `exporters` variable's default
+    (every exporter) and validation, and the policy_files map of main.tf."""
+    import hcl2
+
+    variables = hcl2.loads((MODULE_DIR / "variables.tf").read_text())
+    [exporters] = [v['"exporters"'] for v in variables["variable"] if '"exporters"' in v]
+    assert [d.strip('"') for d in exporters["default"]] == list(BY_SHORT), (
+        f"variables.tf: the default of exporters is {exporters['default']}, the workspace has {list(BY_SHORT)}"
+    )
+    [validation] = exporters["validation"]
+    allowed = re.search(r"contains\(\[([^\]]*)\]", validation["condition"]).group(1)
+    assert sorted(x.strip().strip('"') for x in allowed.split(",")) == EXPORTERS, f"variables.tf: exporters validation allows {allowed}"
+    for e in EXPORTERS:
+        assert f'\\"{e}\\"' in validation["error_message"] and f'\\"{e}\\"' in exporters["description"], f"variables.tf: exporters does not mention {e!r}"
+    files = hcl2.loads((MODULE_DIR / "main.tf").read_text())["locals"][0]["policy_files"]
+    want = {e: f'"${{path.module}}/../../iam/{policy_path(e).name}"' for e in EXPORTERS}
+    assert files == want, f"main.tf policy_files: {files}, want {want}"
 
 
 def test_terraform_parses():

@@ -104,6 +104,7 @@ COLLECTORS = {
     },
     "ecr": {"ecr_repositories": FAST, "ecr_images": FAST, "ecr_lifecycle_policies": {**FAST, "enabled": True}},
     "s3": {"s3_buckets": FAST, "s3_directory_buckets": FAST, "s3_access_points": FAST},
+    "servicequotas": {"servicequotas": FAST, "servicequotas_global": FAST},
 }
 
 
@@ -132,6 +133,12 @@ def stack() -> Iterator[Stack]:
         aws.seed_ecr("us-east-1", {"team/api": {"images": 7}})
         aws.seed_s3(buckets={"eu-west-1": 12, "us-east-1": 3}, directory_buckets={"eu-west-1": 2}, access_points={"eu-west-1": 4})
         aws.seed_s3(buckets={"eu-west-1": 2}, account=ACCOUNT_B)
+        # Metered quotas, half used: in every query, never above a threshold.
+        aws.post("seed_quotas", {"account": ACCOUNT_A, "region": "eu-west-1", "quotas": [{
+            "service_code": "ec2", "service_name": "Amazon EC2", "quota_code": "L-1216C47A",
+            "quota_name": "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
+            "default": 5, "applied": 640, "adjustable": True, "usage": 320,
+        }]})
         # Some throttling, retried: the error panels show real errors.
         aws.fault(operation="DescribeParameters", code="ThrottlingException", status=400, every=3, times=4)
         configs = exporter_configs()
@@ -178,6 +185,9 @@ def test_the_recording_rule_gives_the_ratio(stack):
     for r in p.query("aws_quota_usage / ignoring (instance, job) aws_quota_limit"):
         key = tuple(sorted((k, v) for k, v in r["metric"].items() if k not in ("instance", "job")))
         assert ratios[key] == pytest.approx(float(r["value"][1]))
+    # A metered quota from servicequotas_exporter, through the same rule.
+    [ec2] = p.query(f'{RATIO_RULE}{{service_code="ec2",quota_code="L-1216C47A"}}')
+    assert float(ec2["value"][1]) == pytest.approx(0.5) and ec2["metric"]["aws_region"] == "eu-west-1"
     # Exactly one quota above 80%.
     above = p.query(f"{RATIO_RULE} >= 0.8")
     assert [{k: r["metric"][k] for k in FULL} for r in above] == [FULL]

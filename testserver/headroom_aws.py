@@ -1312,6 +1312,25 @@ def seed_demo() -> None:
             STATE.quotas[(acct, "us-east-1", "s3", "L-DC2B2D3D")] = {"applied": 10_000, "default": 10_000}
     seed_s3(a, {"eu-west-1": 40, "us-east-1": 12}, {"eu-west-1": 2}, {"eu-west-1": [30, 4]}, "demo")
     seed_s3(b, {"eu-west-1": 6_100, "us-east-1": 3_050}, {}, {"us-east-1": 120}, "demo")
+    # Metered quotas for servicequotas_exporter: one account short of vCPUs in
+    # eu-west-1, the rest comfortable.
+    def metered(service: str, code: str, name: str, usage: float, applied: float | None, default: float, **kw: Any) -> dict[str, Any]:
+        q = {"service_code": service, "service_name": service, "quota_code": code, "quota_name": name,
+             "default": default, "adjustable": True, "usage": usage, **kw}
+        return q if applied is None else {**q, "applied": applied}
+
+    for acct, vcpus in ((a, 1_180), (b, 40)):
+        seed_quotas(acct, "eu-west-1", [
+            metered("ec2", "L-1216C47A", "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", vcpus, 1_280, 5),
+            metered("ec2", "L-0263D0A3", "EC2-VPC Elastic IPs", 3, None, 5),
+            metered("vpc", "L-F678F1CE", "VPCs per Region", 2, None, 5),
+            metered("lambda", "L-B99A9384", "Concurrent executions", 120, 1_000, 1_000),
+        ])
+        seed_quotas(acct, "us-east-1", [
+            metered("ec2", "L-1216C47A", "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", 64, 640, 5),
+            metered("elasticloadbalancing", "L-53DA6B97", "Application Load Balancers per Region", 7, 50, 50),
+            metered("iam", "L-FE177D64", "Roles per account", 412 if acct == a else 96, None, 1_000, **{"global": True}),
+        ])
 
 
 class QuietHandler(MotoRequestHandler):

@@ -12,27 +12,7 @@ use tokio::time::Instant;
 
 use aws_sdk_servicequotas::types::{AppliedLevelEnum, QuotaContextScope, ServiceQuota};
 
-use crate::api::{pages, AwsService, ClientParts, CollectError, QuotaSpec, Target};
-
-/// Service Quotas, which the library calls itself for limits.
-pub(crate) struct ServiceQuotas;
-
-impl AwsService for ServiceQuotas {
-    type Client = aws_sdk_servicequotas::Client;
-    const SERVICE_CODE: &'static str = "servicequotas";
-    const ERROR_CODES: &'static [&'static str] = &[
-        "DependencyAccessDeniedException",
-        "NoAvailableOrganizationException",
-        "TemplatesNotAvailableInRegionException",
-    ];
-    fn build(parts: ClientParts) -> Self::Client {
-        let config = aws_sdk_servicequotas::config::Builder::from(&parts.sdk)
-            .interceptor(parts.interceptor)
-            .http_client(parts.http_client)
-            .build();
-        aws_sdk_servicequotas::Client::from_conf(config)
-    }
-}
+use crate::api::{pages, CollectError, QuotaSpec, ServiceQuotas, Target};
 
 /// The largest page of ListServiceQuotas and ListAWSDefaultServiceQuotas.
 pub(crate) const PAGE_SIZE: i32 = 100;

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::api::{CollectError, Collected, Collector, QuotaSpec, ResourceSelection, Scope, Target};
+use crate::api::{
+    CollectError, Collected, Collector, QuotaSelection, QuotaSpec, ResourceSelection, Scope, Target,
+};
 use crate::aws::{AwsContext, TargetSpec};
 use crate::config::{
     format_duration, AccountConfig, AwsConfig, CollectorConfig, Config, LimitValue, Policy,
@@ -303,6 +305,9 @@ pub(crate) fn plan(
             },
             settings.concurrency.0,
         );
+        let (services, codes) = (settings.services.clone(), settings.quotas.clone());
+        let quota_selection =
+            QuotaSelection::new(move |service, code| services.wants(service) && codes.wants(code));
         let quotas = c.quotas();
         // A global quota is refreshed once per account, in its home region.
         let scoped: Vec<(TargetSpec, String)> = match c.scope() {
@@ -328,6 +333,7 @@ pub(crate) fn plan(
                 settings.max_staleness.0,
             );
             entry.min_usage_ratio = settings.min_usage_ratio.0;
+            entry.ratio_filters_all = c.discovers_quotas();
             entry.thresholds = Arc::new(Policy::new(
                 &settings.alert_thresholds,
                 &t.account.alert_thresholds,
@@ -346,6 +352,7 @@ pub(crate) fn plan(
                 listings: listings.clone(),
                 target: t
                     .for_collector(aws, c.name(), settings.rate_limit.0, resources.clone())
+                    .with_quotas(quota_selection.clone())
                     .with_refresh_interval(settings.refresh_interval.0),
                 overrides: merge_overrides(&settings.limit_overrides, &t.account.limit_overrides),
             });

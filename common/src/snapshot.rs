@@ -26,6 +26,9 @@ pub(crate) struct Entry {
     pub limits: Arc<Limits>,
     /// Per-resource series below this usage ratio are not exported (0: export all).
     pub min_usage_ratio: f64,
+    /// Whether that ratio filters every series, not only per-resource ones (a collector
+    /// that discovers its quotas).
+    pub ratio_filters_all: bool,
     /// The alert thresholds of this collector in this account.
     pub thresholds: Arc<Policy>,
     /// Whether a refresh has finished yet (success or not).
@@ -71,6 +74,7 @@ impl Entry {
             facts: Arc::new(Vec::new()),
             limits: Arc::new(Limits::default()),
             min_usage_ratio: 0.0,
+            ratio_filters_all: false,
             thresholds: Arc::new(Policy::default()),
             attempted: false,
             success: false,

@@ -1,6 +1,36 @@
-{{/* The exporters this chart knows, in rendering order. */}}
+{{/*
+The exporters this chart knows, in rendering order: the key under `exporters` in the
+values, and the binary the image holds as /usr/local/bin/<binary> (the crate's [[bin]]
+name, which follows no one pattern). tests/test_helm.py checks this list against the
+workspace's exporter crates.
+*/}}
+{{- define "headroom.exporterList" -}}
+- {name: ssm, binary: ssm_quota_exporter}
+- {name: ecr, binary: ecr_quota_exporter}
+- {name: s3, binary: s3_quota_exporter}
+- {name: servicequotas, binary: servicequotas_exporter}
+{{- end }}
+
+{{/* The exporter keys, in rendering order, separated by spaces. */}}
 {{- define "headroom.exporterNames" -}}
-ssm ecr s3
+{{- $names := list }}
+{{- range include "headroom.exporterList" . | fromYamlArray }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- join " " $names }}
+{{- end }}
+
+{{/* The path of an exporter's binary in the image. Context: dict "root" $ "name" <exporter>. */}}
+{{- define "headroom.exporter.command" -}}
+{{- $name := .name }}
+{{- $binary := "" }}
+{{- range include "headroom.exporterList" .root | fromYamlArray }}
+{{- if eq .name $name }}{{ $binary = .binary }}{{ end }}
+{{- end }}
+{{- if not $binary }}
+{{- fail (printf "templates/_helpers.tpl: exporter %q has no binary in headroom.exporterList" $name) }}
+{{- end }}
+{{- printf "/usr/local/bin/%s" $binary }}
 {{- end }}
 
 {{- define "headroom.name" -}}
@@ -8,8 +38,9 @@ ssm ecr s3
 {{- end }}
 
 {{/*
-The release's full name: resources are named <fullname>-<exporter>, so it leaves room
-for the longest suffix ("-ssm", "-ecr", "-s3": 4 characters) within 63.
+The release's full name, at most 59 characters. An exporter's resources are
+<fullname>-<exporter>, the full name cut further where that suffix needs it
+(headroom.exporter.fullname), so every name stays within 63.
 */}}
 {{- define "headroom.fullname" -}}
 {{- if .Values.fullnameOverride }}
@@ -41,9 +72,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: headroom
 {{- end }}
 
-{{/* Context: dict "root" $ "name" <exporter>. */}}
+{{/* <fullname>-<exporter> within 63 characters: the full name is cut to leave room
+for the suffix ("-ssm" fits the full name's own 59; "-servicequotas" leaves 49), so
+names that fitted before an exporter was added do not change.
+Context: dict "root" $ "name" <exporter>. */}}
 {{- define "headroom.exporter.fullname" -}}
-{{- printf "%s-%s" (include "headroom.fullname" .root) .name }}
+{{- $prefix := include "headroom.fullname" .root | trunc (int (sub 62 (len .name))) | trimSuffix "-" }}
+{{- printf "%s-%s" $prefix .name }}
 {{- end }}
 
 {{- define "headroom.exporter.selectorLabels" -}}

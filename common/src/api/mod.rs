@@ -15,7 +15,9 @@ use async_trait::async_trait;
 pub use error::{error_code_label, CollectError};
 pub use paging::{pages, MAX_PAGES};
 pub use quota::{Collected, Fact, QuotaSpec, Usage};
-pub use target::{AwsService, ClientParts, ClientSource, ResourceSelection, Target};
+pub use target::{
+    AwsService, ClientParts, ClientSource, QuotaSelection, ResourceSelection, ServiceQuotas, Target,
+};
 
 /// Where a collector's quotas hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +100,13 @@ pub trait Collector: Send + Sync + 'static {
     /// Whether it counts single resources: only then does the config accept
     /// `include`, `exclude`, `min_usage_ratio` and `concurrency` for it.
     fn per_resource(&self) -> bool {
+        false
+    }
+    /// Whether it reports quotas it finds at run time (every quota Service Quotas
+    /// meters, say) rather than a fixed list: only then does the config accept
+    /// `services` and `quotas` filters, `min_usage_ratio` applies to every series, and
+    /// limit overrides and thresholds may name any quota code.
+    fn discovers_quotas(&self) -> bool {
         false
     }
     /// The settings a key left out of the config file takes: the library's, unless a

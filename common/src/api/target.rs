@@ -43,6 +43,29 @@ pub trait AwsService {
     fn build(parts: ClientParts) -> Self::Client;
 }
 
+/// Service Quotas: the library reads limits with it, and an exporter may read quotas
+/// and their utilization with it (`target.client::<ServiceQuotas>()`).
+pub struct ServiceQuotas;
+
+impl AwsService for ServiceQuotas {
+    type Client = aws_sdk_servicequotas::Client;
+    const SERVICE_CODE: &'static str = "servicequotas";
+    const ERROR_CODES: &'static [&'static str] = &[
+        "DependencyAccessDeniedException",
+        "NoAvailableOrganizationException",
+        "TemplatesNotAvailableInRegionException",
+        "NoSuchResourceException",
+        "InvalidPaginationTokenException",
+    ];
+    fn build(parts: ClientParts) -> Self::Client {
+        let config = aws_sdk_servicequotas::config::Builder::from(&parts.sdk)
+            .interceptor(parts.interceptor)
+            .http_client(parts.http_client)
+            .build();
+        aws_sdk_servicequotas::Client::from_conf(config)
+    }
+}
+
 /// What a client is built from: the target's SDK configuration (credentials, region,
 /// retries, timeouts, endpoint), the interceptor that counts requests and errors, and
 /// the HTTP client that waits for the rate limiter.
@@ -90,6 +113,36 @@ impl fmt::Debug for ResourceSelection {
     }
 }
 
+/// Whether a quota is wanted, by service code and quota code.
+type WantsQuota = dyn Fn(&str, &str) -> bool + Send + Sync;
+
+/// Which discovered quotas a collector reports (config `services` and `quotas`).
+#[derive(Clone)]
+pub struct QuotaSelection {
+    wants: Arc<WantsQuota>,
+}
+
+impl QuotaSelection {
+    /// `wants(service_code, quota_code)` says whether a quota is reported.
+    pub fn new(wants: impl Fn(&str, &str) -> bool + Send + Sync + 'static) -> Self {
+        QuotaSelection {
+            wants: Arc::new(wants),
+        }
+    }
+}
+
+impl Default for QuotaSelection {
+    fn default() -> Self {
+        QuotaSelection::new(|_, _| true)
+    }
+}
+
+impl fmt::Debug for QuotaSelection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuotaSelection").finish_non_exhaustive()
+    }
+}
+
 /// One account and region, as a collector sees it.
 #[derive(Clone)]
 pub struct Target {
@@ -97,6 +150,7 @@ pub struct Target {
     pub region: String,
     clients: Arc<dyn ClientSource>,
     resources: ResourceSelection,
+    quotas: QuotaSelection,
     refresh_interval: Duration,
 }
 
@@ -120,6 +174,7 @@ impl Target {
             region: region.into(),
             clients,
             resources: ResourceSelection::default(),
+            quotas: QuotaSelection::default(),
             refresh_interval: Duration::from_secs(300),
         }
     }
@@ -146,6 +201,18 @@ impl Target {
     /// and `exclude`), so that excluded resources cost no API calls.
     pub fn wants(&self, name: &str) -> bool {
         (self.resources.wants)(name)
+    }
+
+    /// The same target, reporting the discovered quotas `selection` chooses.
+    pub fn with_quotas(mut self, selection: QuotaSelection) -> Self {
+        self.quotas = selection;
+        self
+    }
+
+    /// Whether a collector that discovers quotas should report this one (config
+    /// `services` and `quotas`).
+    pub fn wants_quota(&self, service_code: &str, quota_code: &str) -> bool {
+        (self.quotas.wants)(service_code, quota_code)
     }
 
     /// How many resources a per-resource collector may count at once.

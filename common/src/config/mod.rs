@@ -93,6 +93,25 @@ pub(crate) struct CollectorEntry {
     pub exclude: Option<Vec<Pattern>>,
     pub min_usage_ratio: Option<Ratio>,
     pub concurrency: Option<Concurrency>,
+    pub services: Option<Selection>,
+    pub quotas: Option<Selection>,
+}
+
+/// Which discovered quotas a collector reports: by service code or by quota code.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Selection {
+    /// Only these (patterns, `*` and `?`); empty means all.
+    pub include: Vec<Pattern>,
+    /// Never these.
+    pub exclude: Vec<Pattern>,
+}
+
+impl Selection {
+    pub(crate) fn wants(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| p.matches(name)))
+            && !self.exclude.iter().any(|p| p.matches(name))
+    }
 }
 
 impl CollectorEntry {
@@ -114,6 +133,8 @@ impl CollectorEntry {
             exclude: self.exclude.clone().unwrap_or_default(),
             min_usage_ratio: self.min_usage_ratio.unwrap_or(d.min_usage_ratio),
             concurrency: self.concurrency.unwrap_or(d.concurrency),
+            services: self.services.clone().unwrap_or_default(),
+            quotas: self.quotas.clone().unwrap_or_default(),
         }
     }
 
@@ -155,6 +176,9 @@ pub(crate) struct CollectorConfig {
     pub min_usage_ratio: Ratio,
     /// Per-resource collectors: how many resources are counted at once.
     pub concurrency: Concurrency,
+    /// Collectors that discover quotas: which services and quota codes they report.
+    pub services: Selection,
+    pub quotas: Selection,
 }
 
 /// A collector's defaults (see `Collector::defaults`), nothing set by the file.
@@ -173,6 +197,8 @@ impl From<Defaults> for CollectorConfig {
             exclude: Vec::new(),
             min_usage_ratio: Ratio(0.0),
             concurrency: Concurrency(d.concurrency),
+            services: Selection::default(),
+            quotas: Selection::default(),
         }
     }
 }
@@ -193,6 +219,8 @@ pub(crate) struct Known {
     pub defaults: Defaults,
     /// Whether the per-resource keys apply.
     pub per_resource: bool,
+    /// Whether it discovers its quotas (filters apply; any quota code may be named).
+    pub discovers: bool,
 }
 
 impl Known {
@@ -204,6 +232,7 @@ impl Known {
             quotas: quotas.to_vec(),
             defaults: Defaults::LIBRARY,
             per_resource: false,
+            discovers: false,
         }
     }
 
@@ -214,6 +243,7 @@ impl Known {
             quotas: collector.quotas(),
             defaults: collector.defaults(),
             per_resource: collector.per_resource(),
+            discovers: collector.discovers_quotas(),
         }
     }
 }
@@ -281,10 +311,25 @@ impl Config {
             let (c, specs) = (entry.over(&k.defaults), &k.quotas);
             let key = format!("collectors.{name}");
             // Settings belong to the collector that uses them.
-            if let (false, Some(first)) = (k.per_resource, entry.resource_keys().first()) {
+            let resource_keys: Vec<&str> = entry
+                .resource_keys()
+                .into_iter()
+                .filter(|k2| !(k.discovers && *k2 == "min_usage_ratio"))
+                .collect();
+            if let (false, Some(first)) = (k.per_resource, resource_keys.first()) {
                 return Err(format!(
                     "{key}.{first}: {name} counts no single resources, so it takes no {first} (only per-resource collectors do)"
                 ));
+            }
+            for (set, filter) in [
+                (entry.services.is_some(), "services"),
+                (entry.quotas.is_some(), "quotas"),
+            ] {
+                if set && !k.discovers {
+                    return Err(format!(
+                        "{key}.{filter}: {name} reports a fixed list of quotas, so it takes no {filter} filter (only collectors that discover quotas do)"
+                    ));
+                }
             }
             // A value left out is the collector's default: say so, so that the user
             // knows which key to add.
@@ -315,12 +360,16 @@ impl Config {
                     c.rate_limit.0, self.aws.attempt_timeout
                 ));
             }
-            check_overrides(&format!("{key}.limit_overrides"), &c.limit_overrides, specs)?;
+            // A collector that discovers its quotas may be given any quota code.
+            if !k.discovers {
+                check_overrides(&format!("{key}.limit_overrides"), &c.limit_overrides, specs)?;
+            }
             thresholds::check(
                 &format!("{key}.alert_thresholds"),
                 &c.alert_thresholds,
                 None,
                 specs,
+                k.discovers,
             )?;
         }
         // Every collector's thresholds, under which an account's apply.
@@ -330,6 +379,7 @@ impl Config {
             .flat_map(|e| e.alert_thresholds.clone())
             .collect();
         let all_specs: Vec<QuotaSpec> = known.iter().flat_map(|k| k.quotas.clone()).collect();
+        let open = known.iter().any(|k| k.discovers);
         let mut seen = BTreeSet::new();
         for (i, a) in self.accounts.iter().flat_map(|a| a.0.iter()).enumerate() {
             let key = format!("accounts[{i}]");
@@ -361,16 +411,19 @@ impl Config {
                 };
                 return Err(format!("{key}: {which} is listed twice"));
             }
-            check_overrides(
-                &format!("{key}.limit_overrides"),
-                &a.limit_overrides,
-                &all_specs,
-            )?;
+            if !open {
+                check_overrides(
+                    &format!("{key}.limit_overrides"),
+                    &a.limit_overrides,
+                    &all_specs,
+                )?;
+            }
             thresholds::check(
                 &format!("{key}.alert_thresholds"),
                 &a.alert_thresholds,
                 Some(&collector_thresholds),
                 &all_specs,
+                open,
             )?;
         }
         if let Some(regions) = &self.regions {
@@ -705,5 +758,35 @@ aws:
             );
         }
         assert!(Config::parse("collectors:\n  plain:\n    rate_limit: 2\n", &q()).is_ok());
+    }
+
+    #[test]
+    fn quota_filters_belong_to_collectors_that_discover_quotas() {
+        let mut all = q();
+        let mut found = Known::new("found", &[]);
+        found.discovers = true;
+        all.push(found);
+        let parse = |yaml: &str| Config::parse(yaml, &all);
+        for key in ["services", "quotas"] {
+            let e = parse(&format!(
+                "collectors:\n  plain:\n    {key}: {{include: [ec2]}}\n"
+            ))
+            .expect_err(key);
+            assert!(
+                e.contains(&format!("collectors.plain.{key}"))
+                    && e.contains("fixed list of quotas"),
+                "{e}"
+            );
+        }
+        let c = parse(
+            "collectors:\n  found:\n    services: {include: [ec2, 'elastic*'], exclude: [elasticache]}\n    quotas: {exclude: [L-1]}\n    min_usage_ratio: 0.1\n    limit_overrides: {L-ANY: 5}\n    alert_thresholds: {L-ANY: {warning: 0.5}}\n",
+        )
+        .expect("valid");
+        let f = c.collector("found");
+        assert!(f.services.wants("ec2") && f.services.wants("elasticloadbalancing"));
+        assert!(!f.services.wants("elasticache") && !f.services.wants("lambda"));
+        assert!(!f.quotas.wants("L-1") && f.quotas.wants("L-2"));
+        // Still no per-resource keys for it.
+        assert!(parse("collectors:\n  found:\n    concurrency: 2\n").is_err());
     }
 }

@@ -137,22 +137,26 @@ pub(crate) fn check(
     map: &ThresholdMap,
     under: Option<&ThresholdMap>,
     specs: &[QuotaSpec],
+    // Any quota code is accepted (a collector discovers its quotas): such quotas have
+    // no resources.
+    open: bool,
 ) -> Result<(), String> {
     for (code, q) in map {
         let here = format!("{key}.{code}");
-        let Some(spec) = specs.iter().find(|s| s.quota_code == code.as_str()) else {
+        let spec = specs.iter().find(|s| s.quota_code == code.as_str());
+        if spec.is_none() && !open {
             let known: Vec<&str> = specs.iter().map(|s| s.quota_code.as_ref()).collect();
             return Err(format!(
                 "{here}: unknown quota code, expected one of: {}",
                 known.join(", ")
             ));
-        };
+        }
         if q.never && (q.warning.is_some() || q.critical.is_some()) {
             return Err(format!(
                 "{here}.never: never alerting leaves no use for warning or critical; set one or the other"
             ));
         }
-        if !q.resources.is_empty() && !spec.resource_level {
+        if !q.resources.is_empty() && !spec.is_some_and(|s| s.resource_level) {
             return Err(format!(
                 "{here}.resources: {code} is a quota per account or region, with no resources for a pattern to match"
             ));
@@ -304,7 +308,7 @@ mod tests {
 
     #[test]
     fn check_refuses_what_cannot_work() {
-        let err = |yaml: &str| check("t", &map(yaml), None, SPECS).expect_err(yaml);
+        let err = |yaml: &str| check("t", &map(yaml), None, SPECS, false).expect_err(yaml);
         assert!(err("standard: {warning: 0.9, critical: 0.8}")
             .contains("t.standard: the warning threshold (0.9) is above the critical one (0.8)"));
         // Against the default critical of 0.95.
@@ -331,13 +335,24 @@ mod tests {
             &map("standard: {warning: 0.7}"),
             Some(&collector),
             SPECS,
+            false,
         )
         .expect_err("above");
         assert!(
             e.contains("a.standard: the warning threshold (0.7) is above the critical one (0.6)"),
             "{e}"
         );
-        assert!(check("t", &map("standard: {never: true}\nL-IMG: {warning: 0.5, resources: [{match: 'a*', critical: 0.7}, {match: '*', never: true}]}"), None, SPECS).is_ok());
+        assert!(check("t", &map("standard: {never: true}\nL-IMG: {warning: 0.5, resources: [{match: 'a*', critical: 0.7}, {match: '*', never: true}]}"), None, SPECS, false).is_ok());
+        // A collector that discovers its quotas may name any code, without resources.
+        assert!(check("t", &map("L-ANY: {warning: 0.5}"), None, SPECS, true).is_ok());
+        assert!(check(
+            "t",
+            &map("L-ANY: {resources: [{match: 'a', warning: 0.5}]}"),
+            None,
+            SPECS,
+            true
+        )
+        .is_err());
         // Out-of-range ratios are refused by the parser, naming the value.
         let bad: Result<ThresholdMap, _> = serde_yaml::from_str("standard: {warning: 1.5}");
         assert!(bad

@@ -3,10 +3,13 @@
 # one source of truth, so this module names no read action of its own.
 
 locals {
+  # Each exporter's policy, by its name in var.exporters; the file is named after the
+  # exporter's binary (servicequotas_exporter: servicequotas-exporter.json).
   policy_files = {
-    ssm = "${path.module}/../../iam/ssm-quota-exporter.json"
-    ecr = "${path.module}/../../iam/ecr-quota-exporter.json"
-    s3  = "${path.module}/../../iam/s3-quota-exporter.json"
+    ssm           = "${path.module}/../../iam/ssm-quota-exporter.json"
+    ecr           = "${path.module}/../../iam/ecr-quota-exporter.json"
+    s3            = "${path.module}/../../iam/s3-quota-exporter.json"
+    servicequotas = "${path.module}/../../iam/servicequotas-exporter.json"
   }
 
   # The statement of the ECR policy that only the optional ecr_lifecycle_policies
@@ -31,8 +34,8 @@ locals {
 # passes that external ID.
 data "aws_iam_policy_document" "trust" {
   statement {
-    sid     = "HeadroomExporterAssumesThisRole"
-    effect  = "Allow"
+    sid    = "HeadroomExporterAssumesThisRole"
+    effect = "Allow"
     # TagSession: with EKS Pod Identity the exporter's session carries transitive
     # session tags, which AssumeRole passes on to this role's session.
     actions = ["sts:AssumeRole", "sts:TagSession"]
@@ -63,7 +66,8 @@ resource "aws_iam_role" "reader" {
 resource "aws_iam_role_policy" "exporter" {
   for_each = local.policies
 
-  name   = "headroom-${each.key}-quota-exporter"
+  # headroom-ssm-quota-exporter, ..., headroom-servicequotas-exporter: the file's name.
+  name   = "headroom-${trimsuffix(basename(local.policy_files[each.key]), ".json")}"
   role   = aws_iam_role.reader.id
   policy = each.value
 }

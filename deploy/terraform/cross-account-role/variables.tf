@@ -23,13 +23,13 @@ variable "external_id" {
 }
 
 variable "exporters" {
-  description = "Which exporters may read this account: any of \"ssm\", \"ecr\", \"s3\". Each one's policy comes from deploy/iam/<name>-quota-exporter.json."
+  description = "Which exporters may read this account: any of \"ssm\", \"ecr\", \"s3\", \"servicequotas\". Each one's policy comes from deploy/iam/ (ssm-quota-exporter.json, ecr-quota-exporter.json, s3-quota-exporter.json, servicequotas-exporter.json)."
   type        = list(string)
-  default     = ["ssm", "ecr", "s3"]
+  default     = ["ssm", "ecr", "s3", "servicequotas"]
 
   validation {
-    condition     = length(var.exporters) > 0 && alltrue([for e in var.exporters : contains(["ssm", "ecr", "s3"], e)])
-    error_message = "exporters must list at least one of \"ssm\", \"ecr\", \"s3\"."
+    condition     = length(var.exporters) > 0 && alltrue([for e in var.exporters : contains(["ssm", "ecr", "s3", "servicequotas"], e)])
+    error_message = "exporters must list at least one of \"ssm\", \"ecr\", \"s3\", \"servicequotas\"."
   }
 }
 
