@@ -159,3 +159,18 @@ def test_filters_and_min_usage_ratio(aws, exporter):
     # EC2 at 90 % stays; the EIPs and Lambda are filtered out; the ALBs (33 %) are under
     # the ratio.
     assert series(e, "aws_quota_usage") == {(ACCOUNT_A, "eu-west-1", "ec2", "L-1216C47A"): 576}
+
+
+def test_a_limit_override_wins_over_the_reported_value(aws, exporter):
+    seed(aws, [EC2, ELB], "eu-west-1")
+    cfg = config(limit_overrides={"L-1216C47A": 1000})
+    cfg["accounts"] = [{}]
+    cfg["regions"] = ["eu-west-1"]
+    cfg["collectors"]["servicequotas_global"] = {"enabled": False}
+    e = exporter(BIN, cfg)
+    e.wait_ready(timeout=60)
+    limits = series(e, "aws_quota_limit")
+    assert limits[(ACCOUNT_A, "eu-west-1", "ec2", "L-1216C47A")] == 1000
+    assert limits[(ACCOUNT_A, "eu-west-1", "elasticloadbalancing", "L-53DA6B97")] == 3
+    [info] = [l for n, l, _ in e.samples() if n == "aws_quota_info" and l["quota_code"] == "L-1216C47A"]
+    assert info["limit_source"] == "override" and info["adjustable"] == "true"

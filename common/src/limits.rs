@@ -117,7 +117,11 @@ impl Limits {
     ) -> ResolvedLimit {
         let quota = self.quotas.get(spec.quota_code.as_ref()).copied();
         if let Some(q) = quota.filter(|q| q.source == LimitSource::Override) {
-            return q;
+            // Whether AWS lets it be raised is the quota's, whatever the value in force.
+            return ResolvedLimit {
+                adjustable: spec.adjustable,
+                ..q
+            };
         }
         if let Some(value) = service {
             return ResolvedLimit {
@@ -354,6 +358,19 @@ impl LimitResolver {
                     // Failed: keep the last values.
                     _ => {}
                 }
+            }
+        }
+        // Overrides of quotas a collector finds at run time, which are not in `quotas`.
+        for (code, value) in overrides {
+            if !quotas.iter().any(|s| s.quota_code == code.as_str()) {
+                self.current.quotas.insert(
+                    code.clone(),
+                    ResolvedLimit {
+                        value: *value,
+                        source: LimitSource::Override,
+                        adjustable: false,
+                    },
+                );
             }
         }
         (self.current.clone(), complete)
