@@ -74,9 +74,7 @@ PROFILES: dict[str, Profile] = {
         collectors=("s3_buckets",),
         operation="ListBuckets",
         aws_region="global",
-        # The test server wraps S3 errors in <ErrorResponse>, which the S3 SDK cannot
-        # read: a 400 ThrottlingException is counted under that code but not retried
-        # as throttling. Real S3 throttles with SlowDown and 503, which is retried.
+        # S3 throttles with SlowDown and 503 (not ThrottlingException).
         throttle={"code": "SlowDown", "status": 503},
     ),
     "servicequotas": Profile(

@@ -7,6 +7,7 @@ import math
 import boto3
 import botocore.exceptions
 import pytest
+import requests
 
 from conftest import ACCOUNT_A, ACCOUNT_B, ROLE_B, fast_retries
 
@@ -81,6 +82,32 @@ def test_faults_mark_one_collector_and_spare_the_rest(aws, exporter):
     assert all(ok("s3_directory_buckets", r) == 0 for r in REGIONS)
     assert e.value("aws_quota_exporter_aws_request_errors_total", operation="ListDirectoryBuckets", error_code="InternalError") >= 3
     assert e.value("aws_quota_usage", quota_code=ACCESS_POINTS, aws_region="eu-west-1") == 4
+    # The collectors read the AWS code out of S3's <Error> and S3 Control's
+    # <ErrorResponse> alike: the failure logs name it, not `other` or `http_4xx`.
+    logs = e.logs()
+    assert 'collector="s3_directory_buckets"' in logs and 'error_code="InternalError"' in logs, logs
+    assert 'collector="s3_access_points"' in logs and 'error_code="AccessDenied"' in logs, logs
+    assert 'error_code="other"' not in logs and 'error_code="http_' not in logs, logs
+
+
+def test_s3_errors_have_the_shape_s3_sends(aws):
+    """S3 itself answers errors with an <Error> root, S3 Control wraps them in
+    <ErrorResponse>; each SDK reads the code only from its own shape."""
+    aws.fault(operation="ListDirectoryBuckets", code="AccessDenied", status=403)
+    aws.fault(operation="ListAccessPoints", code="AccessDenied", status=403)
+
+    def get(path: str, service: str) -> requests.Response:
+        # As the SDKs send them (the layer reads the operation from the path and the
+        # signing service from the credential scope).
+        auth = f"AWS4-HMAC-SHA256 Credential=testing/20260101/eu-west-1/{service}/aws4_request, SignedHeaders=host, Signature=x"
+        return requests.get(f"{aws.url}{path}", headers={"Authorization": auth}, timeout=10)
+
+    s3 = get("/?x-id=ListDirectoryBuckets", "s3express")
+    assert s3.status_code == 403, s3.content
+    assert b"<Error><Code>AccessDenied</Code>" in s3.content and b"ErrorResponse" not in s3.content
+    control = get("/v20180820/accesspoint", "s3")
+    assert control.status_code == 403, control.content
+    assert b"<ErrorResponse><Error>" in control.content and b"<Code>AccessDenied</Code>" in control.content
 
 
 def test_the_test_server_pages_s3_like_aws(aws):

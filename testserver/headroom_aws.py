@@ -86,6 +86,8 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 
 DEFAULT_ACCOUNT = "123456789012"
+# S3 Control operations: signed for s3 like S3's, but errors in <ErrorResponse>.
+S3_CONTROL_OPERATIONS = ("ListAccessPoints",)
 # CloudWatch's Smithy service name: the RPC v2 CBOR path segment and the JSON target prefix.
 CLOUDWATCH_SERVICE = "GraniteServiceVersion20100801"
 CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
@@ -228,11 +230,18 @@ def aws_json_error(start: Callable, status: int, code: str, message: str) -> lis
     )
 
 
-def xml_error(start: Callable, status: int, code: str, message: str) -> list[bytes]:
-    data = (
-        f'<?xml version="1.0" encoding="UTF-8"?>\n<ErrorResponse><Error><Type>Sender</Type>'
-        f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>headroom</RequestId></ErrorResponse>"
-    ).encode()
+def xml_error(start: Callable, status: int, code: str, message: str, wrapped: bool = True) -> list[bytes]:
+    """An XML error as AWS sends it: wrapped in <ErrorResponse> by the query services
+    (STS, IAM) and S3 Control, an <Error> root by S3 itself, whose SDK reads the code
+    only from the root's children."""
+    if wrapped:
+        body = (
+            f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+            "<RequestId>headroom</RequestId></ErrorResponse>"
+        )
+    else:
+        body = f"<Error><Code>{code}</Code><Message>{message}</Message><RequestId>headroom</RequestId></Error>"
+    data = f'<?xml version="1.0" encoding="UTF-8"?>\n{body}'.encode()
     start(f"{status} Error", [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
     return [data]
 
@@ -329,7 +338,8 @@ class Layer:
                     time.sleep(fault.latency_ms / 1000)
                 if fault.code:
                     if xml:
-                        return xml_error(recording_start, fault.status, fault.code, fault.message)
+                        s3_rest = signing_service in ("s3", "s3express") and s3_op not in S3_CONTROL_OPERATIONS
+                        return xml_error(recording_start, fault.status, fault.code, fault.message, wrapped=not s3_rest)
                     if cloudwatch:
                         return query_compatible_error(recording_start, bool(cbor_op), fault.status, fault.code, fault.message)
                     return aws_json_error(recording_start, fault.status, fault.code, fault.message)
@@ -497,15 +507,15 @@ class Layer:
             entry = STATE.quotas.get((account, "us-east-1", "s3", "L-DC2B2D3D"), {})
         applied = entry.get("applied")
         if not paginated and isinstance(applied, (int, float)) and applied > 10_000:
-            return xml_error(start, 400, "InvalidRequest", "Unpaginated ListBuckets is not supported for accounts with a general purpose bucket quota above 10,000; use max-buckets")
+            return xml_error(start, 400, "InvalidRequest", "Unpaginated ListBuckets is not supported for accounts with a general purpose bucket quota above 10,000; use max-buckets", wrapped=False)
         max_buckets = int(q.get("max-buckets", 10_000))
         if not 1 <= max_buckets <= 10_000:
-            return xml_error(start, 400, "InvalidArgument", "max-buckets must be 1 to 10000")
+            return xml_error(start, 400, "InvalidArgument", "max-buckets must be 1 to 10000", wrapped=False)
         buckets = sorted(s3_backends[account]["aws"].buckets.values(), key=lambda b: b.name)
         try:
             offset = self.offset_of(q.get("continuation-token"))
         except Exception:
-            return xml_error(start, 400, "InvalidArgument", "The continuation token provided is incorrect")
+            return xml_error(start, 400, "InvalidArgument", "The continuation token provided is incorrect", wrapped=False)
         page = buckets[offset : offset + max_buckets] if paginated else buckets
         items = "".join(
             f"<Bucket><Name>{b.name}</Name><CreationDate>{b.creation_date_ISO8601}</CreationDate><BucketRegion>{b.region_name}</BucketRegion></Bucket>"
@@ -524,7 +534,7 @@ class Layer:
         q = self.query(environ)
         max_buckets = int(q.get("max-directory-buckets", 1000))
         if not 1 <= max_buckets <= 1000:
-            return xml_error(start, 400, "InvalidArgument", "max-directory-buckets must be 1 to 1000")
+            return xml_error(start, 400, "InvalidArgument", "max-directory-buckets must be 1 to 1000", wrapped=False)
         with STATE.lock:
             n = STATE.directory_buckets.get((account, region), 0)
         offset = self.offset_of(q.get("continuation-token"))
