@@ -1,5 +1,5 @@
 # The two commands of the README. Everything they need is installed by scripts/setup.sh.
-.PHONY: demo test build bench image clean
+.PHONY: demo test build bench image clean golden
 
 demo:
 	scripts/demo.sh
@@ -12,6 +12,12 @@ build:
 
 bench:
 	bench/run.sh
+
+# Rewrites tests/golden/*.prom from the exporters as they are now (after `make test`
+# built them); review the diff before committing. The suite itself never writes them.
+golden:
+	cargo build --locked --workspace --all-targets
+	UPDATE_GOLDEN=1 HEADROOM_BIN_DIR="$(CURDIR)/target/debug" .venv/bin/pytest -q -p no:cacheprovider tests/test_golden.py
 
 # The release images, built from source on the public base images as a release pipeline
 # builds them (needs docker.io, gcr.io and crates.io): $(IMAGE):$(TAG) from the

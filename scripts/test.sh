@@ -16,4 +16,5 @@ cargo build --locked --workspace --all-targets
 echo "== cargo test"
 HEADROOM_PYTHON="$PWD/.venv/bin/python" cargo test --locked --workspace
 echo "== integration tests"
-HEADROOM_BIN_DIR="$PWD/target/debug" .venv/bin/pytest -q -p no:cacheprovider tests
+# The suite compares with the golden files and never writes them (`make golden` does).
+env -u UPDATE_GOLDEN HEADROOM_BIN_DIR="$PWD/target/debug" .venv/bin/pytest -q -p no:cacheprovider tests

@@ -67,10 +67,19 @@ def test_the_demo_shows_quotas_and_alerts_and_ctrl_c_stops_it():
         assert any("96.1%" in r and "Standard parameters" in r for r in rows), quotas
         assert any("95.0%" in r and "Images per repository (payments/api)" in r for r in rows), quotas
         assert any("91.5%" in r and "General purpose buckets" in r for r in rows), quotas
+        assert any("92.2%" in r and "ec2  Running On-Demand Standard" in r for r in rows), quotas
         # The rules are loaded: the almost-full alert waits on those quotas, the
         # watchdog fires.
         alerts = output.split("Alerts in Prometheus")[1]
-        assert "AwsQuotaAlmostFull" in alerts and "critical" in alerts, alerts
+        lines = [l.split() for l in alerts.splitlines()]
+
+        def alert(severity: str, where: str) -> bool:
+            return any(l[1:3] == ["AwsQuotaAlmostFull", severity] and " ".join(l[3:]) == where for l in lines if len(l) > 3)
+
+        assert alert("critical", "210987654321 eu-west-1 ssm standard_parameters"), alerts
+        assert alert("critical", "123456789012 eu-west-1 ecr L-03A36CE1 payments/api"), alerts
+        assert alert("warning", "123456789012 eu-west-1 ec2 L-1216C47A"), alerts
+        assert not alert("critical", "123456789012 eu-west-1 ec2 L-1216C47A"), alerts
         assert "firing   AwsQuotaWatchdog" in alerts, alerts
     finally:
         # Ctrl-C in the terminal: SIGINT to the whole process group.

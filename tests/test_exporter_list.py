@@ -131,7 +131,7 @@ def golden_files_tested() -> set[str]:
 @each_exporter
 def test_it_has_a_golden_exposition_and_a_test_for_it(exp: Exporter):
     name = f"{exp.binary}.prom"
-    assert (ROOT / "tests" / "golden" / name).exists(), f"tests/golden/{name} is missing for {exp.binary} (UPDATE_GOLDEN=1 writes it)"
+    assert (ROOT / "tests" / "golden" / name).exists(), f"tests/golden/{name} is missing for {exp.binary} (`make golden` writes it)"
     assert name in golden_files_tested(), f"tests/test_golden.py has no test that calls check_golden({name!r}) for {exp.binary}"
 
 
