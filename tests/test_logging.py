@@ -24,5 +24,10 @@ def test_json_logs_at_debug_hold_no_credentials(aws, exporter):
     assert any(r.get("message") == "listening" for r in records), records
     for needle in (secret, "AKIADONOTLOGTHISKEY1", "ext-id-do-not-log"):
         assert needle not in logs
-    # Assumed-role credentials from the test server never appear either.
+    # The assumed role's credentials, as the test server handed them out, never appear
+    # either (nor do their field names).
+    issued = aws.post("issued_secrets")
+    assert len(issued) >= 2, "the role was assumed: a secret key and a session token"
+    for value in issued:
+        assert value not in logs
     assert "SessionToken" not in logs and "secret_access_key" not in logs.lower()

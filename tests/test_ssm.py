@@ -225,7 +225,10 @@ def test_rate_limit_spaces_requests(aws, exporter):
     e = exporter(BIN, config)
     e.wait_ready()
     assert requests_total(e) == 5
-    assert e.value("aws_quota_exporter_collector_duration_seconds", account_id=ACCOUNT_A) >= 3.9
+    took = e.value("aws_quota_exporter_collector_duration_seconds", account_id=ACCOUNT_A)
+    # At least the four waits of one second; and not a limiter twice as strict (8 s),
+    # with room for a slow machine.
+    assert 3.9 <= took < 7.5, took
 
 
 @pytest.mark.parametrize("path", ["metrics", "/", "/healthz"])

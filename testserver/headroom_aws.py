@@ -51,6 +51,7 @@ Control API (JSON over HTTP, under /_headroom/):
                                              or latency_ms); returns {"id"}
   POST /_headroom/settings                  {"short_pages": bool}
   GET  /_headroom/log                       [{"operation","account","region","status"}]
+  GET  /_headroom/issued_secrets            [secret keys and session tokens AssumeRole gave out]
   GET  /_headroom/health                    {"ok": true}
 
 Run: python -m testserver.headroom_aws --port 0 [--host 127.0.0.1] [--seed demo]
@@ -181,6 +182,8 @@ class State:
     # foreign tokens are refused
     token_key: bytes = field(default_factory=lambda: os.urandom(16))
     log: list[dict[str, Any]] = field(default_factory=list)
+    # the secret keys and session tokens AssumeRole handed out
+    issued_secrets: list[str] = field(default_factory=list)
     short_pages: bool = False
     # (account, region, repository) -> digests of archived images
     archived: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)
@@ -197,6 +200,7 @@ class State:
             self.directory_buckets.clear()
             self.access_points.clear()
             self.reports.clear()
+            self.issued_secrets.clear()
             self.report_behaviour.clear()
             self.short_pages = False
 
@@ -355,6 +359,13 @@ class Layer:
                 return self.list_images(account, region, body, recording_start)
             if target.startswith("ServiceQuotasV20190624."):
                 return self.service_quotas(account, region, operation, body, recording_start)
+            if operation == "AssumeRole":
+                # Kept so that tests can look for them where they must never be (logs).
+                answer = b"".join(self.moto(environ, recording_start))
+                issued = re.findall(rb"<(SecretAccessKey|SessionToken)>([^<]+)</", answer)
+                with STATE.lock:
+                    STATE.issued_secrets.extend(v.decode() for _, v in issued)
+                return [answer]
             return self.moto(environ, recording_start)
         finally:
             with STATE.lock:
@@ -819,6 +830,9 @@ class Layer:
         if action == "log":
             with STATE.lock:
                 return list(STATE.log)
+        if action == "issued_secrets":
+            with STATE.lock:
+                return list(STATE.issued_secrets)
         if action == "settings":
             with STATE.lock:
                 STATE.short_pages = bool(req.get("short_pages", STATE.short_pages))
