@@ -71,10 +71,11 @@ def test_the_demo_shows_quotas_and_alerts_and_ctrl_c_stops_it():
         # The rules are loaded: the almost-full alert waits on those quotas, the
         # watchdog fires.
         alerts = output.split("Alerts in Prometheus")[1]
-        lines = [l.split() for l in alerts.splitlines()]
+        # (Not `lines`: that is the reader thread's queue.)
+        alert_rows = [r.split() for r in alerts.splitlines()]
 
         def alert(severity: str, where: str) -> bool:
-            return any(l[1:3] == ["AwsQuotaAlmostFull", severity] and " ".join(l[3:]) == where for l in lines if len(l) > 3)
+            return any(r[1:3] == ["AwsQuotaAlmostFull", severity] and " ".join(r[3:]) == where for r in alert_rows if len(r) > 3)
 
         assert alert("critical", "210987654321 eu-west-1 ssm standard_parameters"), alerts
         assert alert("critical", "123456789012 eu-west-1 ecr L-03A36CE1 payments/api"), alerts
