@@ -144,10 +144,7 @@ async fn once(job: Job) -> (Vec<Row>, Option<Failure>) {
         let resolved = limits.get(&u.quota, &u.resource, u.limit);
         let ratio = (resolved.value > 0.0).then(|| u.value / resolved.value);
         // The same cardinality control as the exposition.
-        if (!u.resource.is_empty() || entry.ratio_filters_all)
-            && entry.min_usage_ratio > 0.0
-            && ratio.is_some_and(|r| r < entry.min_usage_ratio)
-        {
+        if entry.too_quiet(u, resolved.value) {
             continue;
         }
         let t = entry.thresholds.resolve(&u.quota.quota_code, &u.resource);

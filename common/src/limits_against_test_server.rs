@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::SystemTime;
 
-use crate::api::QuotaSpec;
+use crate::api::{QuotaSpec, Target};
 use crate::aws::{local_target, AwsContext};
 use crate::limits::{LimitResolver, LimitSource, Limits, SharedListings};
 use crate::metrics::Metrics;
@@ -229,8 +229,9 @@ async fn limits_follow_override_applied_default_builtin_a_service_at_a_time() {
     server.post("reset", "{}");
 }
 
-#[tokio::test]
-async fn a_denied_listing_falls_back_to_the_next_source() {
+/// A test server with an account-level ECR quota and a per-resource one (9 for
+/// repository `a`), and a target on it.
+async fn with_two_ecr_quotas() -> (TestServer, Metrics, Target) {
     let server = TestServer::start();
     server.quota("ecr", "L-AAAAAAAA", r#""applied":2000,"default":1000"#);
     server.quota(
@@ -241,6 +242,12 @@ async fn a_denied_listing_falls_back_to_the_next_source() {
     let metrics = Metrics::new("0", "test").expect("metrics");
     let aws = AwsContext::new(metrics.aws.clone());
     let target = local_target(&aws, &server.url(), ACCOUNT, "eu-west-1").await;
+    (server, metrics, target)
+}
+
+#[tokio::test]
+async fn a_denied_listing_falls_back_to_the_next_source() {
+    let (server, _metrics, target) = with_two_ecr_quotas().await;
     let quotas = [APPLIED, PER_RESOURCE];
     let mut resolver = LimitResolver::default();
     let (limits, _) = resolver.refresh(&target, &quotas, &BTreeMap::new()).await;
@@ -270,16 +277,7 @@ async fn a_denied_listing_falls_back_to_the_next_source() {
 
 #[tokio::test]
 async fn collectors_of_one_service_share_its_listings() {
-    let server = TestServer::start();
-    server.quota("ecr", "L-AAAAAAAA", r#""applied":2000,"default":1000"#);
-    server.quota(
-        "ecr",
-        "L-FFFFFFFF",
-        &format!(r#""applied":500,"default":100,"resources":{{"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/a":9}}"#),
-    );
-    let metrics = Metrics::new("0", "test").expect("metrics");
-    let aws = AwsContext::new(metrics.aws.clone());
-    let target = local_target(&aws, &server.url(), ACCOUNT, "eu-west-1").await;
+    let (_server, metrics, target) = with_two_ecr_quotas().await;
     let shared = std::sync::Arc::new(SharedListings::default());
     let hour = std::time::Duration::from_secs(3600);
     let mut images = LimitResolver::new(shared.clone(), hour);

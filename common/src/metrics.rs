@@ -221,13 +221,7 @@ pub(crate) fn pieces(e: &Entry) -> Pieces {
     for u in e.usage.iter() {
         let spec = &u.quota;
         let resolved = e.limits.get(spec, &u.resource, u.limit);
-        // Cardinality control: quiet resources of a per-resource quota (or any quiet
-        // quota of a collector that discovers them) stay out.
-        if (!u.resource.is_empty() || e.ratio_filters_all)
-            && e.min_usage_ratio > 0.0
-            && resolved.value > 0.0
-            && u.value / resolved.value < e.min_usage_ratio
-        {
+        if e.too_quiet(u, resolved.value) {
             continue;
         }
         let base = [

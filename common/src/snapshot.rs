@@ -105,6 +105,16 @@ impl Entry {
         }
     }
 
+    /// Cardinality control: whether `u`, against its `limit`, is under the minimum
+    /// usage ratio and stays out (quiet resources of a per-resource quota, or any quiet
+    /// quota of a collector that discovers them). The exposition and `--check` agree.
+    pub(crate) fn too_quiet(&self, u: &Usage, limit: f64) -> bool {
+        (!u.resource.is_empty() || self.ratio_filters_all)
+            && self.min_usage_ratio > 0.0
+            && limit > 0.0
+            && u.value / limit < self.min_usage_ratio
+    }
+
     pub(crate) fn is_fresh(&self, now: SystemTime) -> bool {
         matches!(self.last_success, Some(t)
             if now.duration_since(t).unwrap_or(Duration::ZERO) <= self.max_staleness)
