@@ -47,6 +47,8 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("servicequotas", "list_aws_default_service_quotas"): "servicequotas:ListAWSDefaultServiceQuotas",
     ("servicequotas", "start_quota_utilization_report"): "servicequotas:StartQuotaUtilizationReport",
     ("servicequotas", "get_quota_utilization_report"): "servicequotas:GetQuotaUtilizationReport",
+    ("servicequotas", "list_services"): "servicequotas:ListServices",
+    ("cloudwatch", "get_metric_data"): "cloudwatch:GetMetricData",
     ("sts", "assume_role"): "sts:AssumeRole",
     ("sts", "get_caller_identity"): "sts:GetCallerIdentity",
 }

@@ -7,7 +7,8 @@ What the layer adds, per request, in front of moto (everything else is moto's):
   NextToken; only the account's own parameters, never moto's public /aws/service ones.
 - Service Quotas from data set through the control API (moto has none for ssm, ecr or
   s3): ListServiceQuotas (account and resource level, ALL) and
-  ListAWSDefaultServiceQuotas paged at 100 like AWS, and GetServiceQuota /
+  ListAWSDefaultServiceQuotas paged at 100 like AWS, ListServices (the seeded
+  services, paged at 100 with signed tokens), and GetServiceQuota /
   GetAWSDefaultServiceQuota answering a value, NoSuchResourceException or
   AccessDeniedException per account, region, service and quota.
 - Seeded quotas for the whole of Service Quotas (any service, with usage, UsageMetric,
@@ -659,6 +660,8 @@ class Layer:
             return self.list_service_quotas(account, region, req, start)
         if operation == "ListAWSDefaultServiceQuotas":
             return self.list_service_quotas(account, region, req, start, defaults=True)
+        if operation == "ListServices":
+            return self.list_services(account, region, req, start)
         if operation == "StartQuotaUtilizationReport":
             return self.start_quota_utilization_report(account, region, start)
         if operation == "GetQuotaUtilizationReport":
@@ -677,6 +680,31 @@ class Layer:
         if operation == "GetServiceQuota":
             quota["QuotaAppliedAtLevel"] = "ACCOUNT"
         return json_response(start, 200, {"Quota": quota})
+
+    def list_services(self, account: str, region: str, req: dict, start: Callable) -> list[bytes]:
+        """ListServices: the services of the account's and region's seeded quotas, by
+        service code, at most 100 a page like AWS."""
+        max_results = req.get("MaxResults", 100)
+        if not isinstance(max_results, int) or isinstance(max_results, bool) or not 1 <= max_results <= 100:
+            return aws_json_error(start, 400, "ValidationException", "MaxResults must be 1 to 100")
+        with STATE.lock:
+            names = {
+                svc: entry.get("service_name", svc)
+                for (acct, reg, svc, _code), entry in STATE.quotas.items()
+                if (acct, reg) == (account, region)
+            }
+        items = [{"ServiceCode": code, "ServiceName": names[code]} for code in sorted(names)]
+        token = req.get("NextToken")
+        offset = 0
+        if token is not None:
+            parts = read_token(token)
+            if not parts or len(parts) != 2 or parts[0] != "services" or not parts[1].isdigit():
+                return aws_json_error(start, 400, "InvalidPaginationTokenException", "Invalid pagination token")
+            offset = int(parts[1])
+        out: dict[str, Any] = {"Services": items[offset : offset + max_results]}
+        if offset + max_results < len(items):
+            out["NextToken"] = sign_token("services", str(offset + max_results))
+        return json_response(start, 200, out)
 
     def list_service_quotas(self, account: str, region: str, req: dict, start: Callable, defaults: bool = False) -> list[bytes]:
         """ListServiceQuotas (applied values: the account's, QuotaAppliedAtLevel ACCOUNT by
@@ -1180,6 +1208,22 @@ def round_start(start: float, now: float) -> float:
     return math.floor(start / step) * step
 
 
+PERIOD_UNIT_SECONDS = {"MICROSECOND": 1e-6, "MILLISECOND": 1e-3, "SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86400, "WEEK": 604800}
+
+
+def raw_value(entry: dict[str, Any]) -> float:
+    """The value of each raw datapoint of a seeded quota's usage metric. The seeded
+    usage is what counts against the quota: for a rate quota (a quota period) whose
+    metric is summed (CallCount), each raw datapoint holds the calls of its own period,
+    usage × raw period / quota period (a per-second quota at 5 a second: 300 a minute)."""
+    usage = float(entry["usage"])
+    qp = entry.get("quota_period") or {}
+    seconds = float(qp.get("PeriodValue") or 0) * PERIOD_UNIT_SECONDS.get(str(qp.get("PeriodUnit")), 0)
+    if entry["usage_metric"].get("MetricStatisticRecommendation") == "Sum" and seconds > 0:
+        return usage * int(entry.get("period", 60)) / seconds
+    return usage
+
+
 def stat_value(stat: str, usage: float, samples: int) -> float:
     """A statistic over `samples` datapoints that all carry `usage`."""
     if stat == "Sum":
@@ -1212,7 +1256,7 @@ def datapoints(entry: dict[str, Any], stat: str, period: int, start: float, end:
         bucket = start + k * period
         n = raw_count(bucket, min(bucket + period, end))
         if n:
-            points.append((bucket, stat_value(stat, entry["usage"], n)))
+            points.append((bucket, stat_value(stat, raw_value(entry), n)))
     return points
 
 

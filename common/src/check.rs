@@ -141,7 +141,7 @@ async fn once(job: Job) -> (Vec<Row>, Option<Failure>) {
     };
     let mut rows = Vec::new();
     for u in &collected.usage {
-        let resolved = limits.get(&u.quota, &u.resource, u.limit);
+        let resolved = limits.get(&u.quota, &u.resource, u.reported_limit());
         let ratio = (resolved.value > 0.0).then(|| u.value / resolved.value);
         // The same cardinality control as the exposition.
         if entry.too_quiet(u, resolved.value) {

@@ -50,8 +50,8 @@ use clap::{CommandFactory, FromArgMatches};
 
 pub use api::{
     error_code_label, pages, AwsService, ClientParts, ClientSource, CollectError, Collected,
-    Collector, Defaults, Fact, QuotaSelection, QuotaSpec, ResourceSelection, Scope, ServiceQuotas,
-    Target, Usage, MAX_PAGES,
+    Collector, Defaults, Fact, LimitFrom, PerTarget, QuotaSelection, QuotaSpec, ResourceSelection,
+    Scope, ServiceQuotas, Target, Usage, MAX_PAGES,
 };
 pub use async_trait::async_trait;
 

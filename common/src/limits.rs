@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use aws_sdk_servicequotas::types::{AppliedLevelEnum, QuotaContextScope, ServiceQuota};
 
-use crate::api::{pages, CollectError, QuotaSpec, ServiceQuotas, Target};
+use crate::api::{pages, CollectError, LimitFrom, QuotaSpec, ServiceQuotas, Target};
 
 /// The largest page of ListServiceQuotas and ListAWSDefaultServiceQuotas.
 pub(crate) const PAGE_SIZE: i32 = 100;
@@ -107,13 +107,13 @@ pub(crate) struct Limits {
 
 impl Limits {
     /// The limit for one usage sample: an override wins over everything; then the
-    /// limit the service reported with the usage; then a value applied to this
-    /// resource; then the quota's own.
+    /// limit the collector reported with the usage (and where it came from); then a
+    /// value applied to this resource; then the quota's own.
     pub(crate) fn get(
         &self,
         spec: &QuotaSpec,
         resource: &str,
-        service: Option<f64>,
+        reported: Option<(f64, LimitFrom)>,
     ) -> ResolvedLimit {
         let quota = self.quotas.get(spec.quota_code.as_ref()).copied();
         if let Some(q) = quota.filter(|q| q.source == LimitSource::Override) {
@@ -123,10 +123,14 @@ impl Limits {
                 ..q
             };
         }
-        if let Some(value) = service {
+        if let Some((value, from)) = reported {
             return ResolvedLimit {
                 value,
-                source: LimitSource::Service,
+                source: match from {
+                    LimitFrom::Service => LimitSource::Service,
+                    LimitFrom::Applied => LimitSource::Applied,
+                    LimitFrom::Default => LimitSource::Default,
+                },
                 adjustable: spec.adjustable,
             };
         }
@@ -619,11 +623,20 @@ mod tests {
         assert_eq!(limits.get(&per, "other", None).value, 100.0);
         assert_eq!(limits.get(&per, "", None).value, 100.0);
         // A limit the service reported with the usage wins over Service Quotas ...
-        let service = limits.get(&per, "repo", Some(300.0));
+        let service = limits.get(&per, "repo", Some((300.0, LimitFrom::Service)));
         assert_eq!(
             (service.value, service.source),
             (300.0, LimitSource::Service)
         );
+        // ... and so does a Service Quotas value the collector read itself, labelled
+        // with where it came from.
+        for (from, source) in [
+            (LimitFrom::Applied, LimitSource::Applied),
+            (LimitFrom::Default, LimitSource::Default),
+        ] {
+            let read = limits.get(&per, "repo", Some((40.0, from)));
+            assert_eq!((read.value, read.source), (40.0, source));
+        }
         limits.quotas.insert(
             "L-1".into(),
             ResolvedLimit {
@@ -634,7 +647,12 @@ mod tests {
         );
         assert_eq!(limits.get(&per, "repo", None).value, 5.0);
         // ... but not over an override.
-        assert_eq!(limits.get(&per, "repo", Some(300.0)).value, 5.0);
+        assert_eq!(
+            limits
+                .get(&per, "repo", Some((300.0, LimitFrom::Service)))
+                .value,
+            5.0
+        );
     }
 
     #[test]

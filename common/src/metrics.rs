@@ -220,7 +220,7 @@ pub(crate) fn pieces(e: &Entry) -> Pieces {
     let mut thresholds = String::new();
     for u in e.usage.iter() {
         let spec = &u.quota;
-        let resolved = e.limits.get(spec, &u.resource, u.limit);
+        let resolved = e.limits.get(spec, &u.resource, u.reported_limit());
         if e.too_quiet(u, resolved.value) {
             continue;
         }
@@ -587,7 +587,7 @@ mod tests {
             }
             for u in e.fresh_usage(now) {
                 let spec = &u.quota;
-                let resolved = e.limits.get(spec, &u.resource, u.limit);
+                let resolved = e.limits.get(spec, &u.resource, u.reported_limit());
                 // Cardinality control: quiet resources of a per-resource quota stay out.
                 if !u.resource.is_empty()
                     && e.min_usage_ratio > 0.0

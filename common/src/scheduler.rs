@@ -353,12 +353,33 @@ pub(crate) fn plan(
                 target: t
                     .for_collector(aws, c.name(), settings.rate_limit.0, resources.clone())
                     .with_quotas(quota_selection.clone())
-                    .with_refresh_interval(settings.refresh_interval.0),
+                    .with_refresh_interval(settings.refresh_interval.0)
+                    .with_limits_refresh_interval(settings.limits_refresh_interval.0)
+                    .with_usage_source(usage_source(c.as_ref(), &settings, &t.account)),
                 overrides: merge_overrides(&settings.limit_overrides, &t.account.limit_overrides),
             });
         }
     }
     jobs
+}
+
+/// The usage source in force for a collector in an account: the account's, else the
+/// collector's, else the collector's first (empty: it has no choice). The config has
+/// checked that the collector offers it.
+fn usage_source<'a>(
+    c: &dyn Collector,
+    settings: &'a CollectorConfig,
+    account: &'a AccountConfig,
+) -> &'a str {
+    let offered = c.usage_sources();
+    account
+        .usage_source
+        .as_ref()
+        .map(|s| s.0.as_str())
+        .filter(|s| offered.contains(s))
+        .or(settings.usage_source.as_deref())
+        .or_else(|| offered.first().copied())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! of the library is built on it.
 
 mod error;
+mod kept;
 mod paging;
 mod quota;
 mod target;
@@ -13,8 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use error::{error_code_label, CollectError};
+pub use kept::PerTarget;
 pub use paging::{pages, MAX_PAGES};
-pub use quota::{Collected, Fact, QuotaSpec, Usage};
+pub use quota::{Collected, Fact, LimitFrom, QuotaSpec, Usage};
 pub use target::{
     AwsService, ClientParts, ClientSource, QuotaSelection, ResourceSelection, ServiceQuotas, Target,
 };
@@ -108,6 +110,14 @@ pub trait Collector: Send + Sync + 'static {
     /// limit overrides and thresholds may name any quota code.
     fn discovers_quotas(&self) -> bool {
         false
+    }
+    /// Where it can read usage from, when it has a choice (a report, or CloudWatch):
+    /// the names the config's `usage_source` accepts, per collector and per account,
+    /// the first one the default. Empty (the default) when there is no choice; the
+    /// config then refuses the key. The collector reads the choice in force with
+    /// [`Target::usage_source`].
+    fn usage_sources(&self) -> &'static [&'static str] {
+        &[]
     }
     /// The settings a key left out of the config file takes: the library's, unless a
     /// collector needs others (a per-resource collector with thousands of resources

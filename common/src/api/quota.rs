@@ -110,9 +110,24 @@ pub struct Usage {
     /// Empty for a per-account or per-region quota; the resource name otherwise.
     pub resource: String,
     pub value: f64,
-    /// The limit, where the service's own API returned it with the usage (IAM
-    /// `GetAccountSummary`, say): `limit_source="service"`, second only to an override.
+    /// The limit, where the collector read it together with the usage (IAM
+    /// `GetAccountSummary`, say): second only to an override, its source in
+    /// `limit_from`.
     pub limit: Option<f64>,
+    /// Where `limit` came from: the `limit_source` label.
+    pub limit_from: LimitFrom,
+}
+
+/// Where a limit a collector reports with its usage came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitFrom {
+    /// The service's own API returned it with the usage: `limit_source="service"`.
+    #[default]
+    Service,
+    /// Service Quotas' applied value, read by the collector: `limit_source="applied"`.
+    Applied,
+    /// Service Quotas' AWS default, read by the collector: `limit_source="default"`.
+    Default,
 }
 
 impl Usage {
@@ -123,6 +138,7 @@ impl Usage {
             resource: String::new(),
             value,
             limit: None,
+            limit_from: LimitFrom::Service,
         }
     }
 
@@ -135,8 +151,20 @@ impl Usage {
     }
 
     /// The same, with the limit the service reported together with the usage.
-    pub fn with_service_limit(mut self, limit: f64) -> Self {
+    pub fn with_service_limit(self, limit: f64) -> Self {
+        self.with_limit(limit, LimitFrom::Service)
+    }
+
+    /// The limit reported with the usage, and where it came from.
+    pub fn reported_limit(&self) -> Option<(f64, LimitFrom)> {
+        self.limit.map(|l| (l, self.limit_from))
+    }
+
+    /// The same, with a limit the collector read itself and where it came from (a
+    /// collector that lists Service Quotas for its own reasons: `Applied` or `Default`).
+    pub fn with_limit(mut self, limit: f64, from: LimitFrom) -> Self {
         self.limit = Some(limit).filter(|l| l.is_finite() && *l >= 0.0);
+        self.limit_from = from;
         self
     }
 }

@@ -152,6 +152,8 @@ pub struct Target {
     resources: ResourceSelection,
     quotas: QuotaSelection,
     refresh_interval: Duration,
+    limits_refresh_interval: Duration,
+    usage_source: Arc<str>,
 }
 
 impl fmt::Debug for Target {
@@ -176,7 +178,36 @@ impl Target {
             resources: ResourceSelection::default(),
             quotas: QuotaSelection::default(),
             refresh_interval: Duration::from_secs(300),
+            limits_refresh_interval: Duration::from_secs(3600),
+            usage_source: Arc::from(""),
         }
+    }
+
+    /// The same target, its limits refreshed at this interval.
+    pub fn with_limits_refresh_interval(mut self, interval: Duration) -> Self {
+        self.limits_refresh_interval = interval;
+        self
+    }
+
+    /// How often limits are read again for this target (its `limits_refresh_interval`),
+    /// for a collector that reads quota values or definitions itself and keeps them
+    /// between refreshes.
+    pub fn limits_refresh_interval(&self) -> Duration {
+        self.limits_refresh_interval
+    }
+
+    /// The same target, reading usage from `source` (one of the collector's
+    /// [`Collector::usage_sources`](super::Collector::usage_sources)).
+    pub fn with_usage_source(mut self, source: &str) -> Self {
+        self.usage_source = Arc::from(source);
+        self
+    }
+
+    /// The usage source in force for this target: the account's `usage_source`, else
+    /// the collector's, else the collector's first; empty for a collector with no
+    /// choice.
+    pub fn usage_source(&self) -> &str {
+        &self.usage_source
     }
 
     /// The same target, refreshed at this interval.

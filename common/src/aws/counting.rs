@@ -95,7 +95,9 @@ impl Intercept for CountingInterceptor {
             (_, Some(resp)) if !resp.status().is_success() || error.is_some() => {
                 Some(response_error_code(
                     resp.status().as_u16(),
-                    resp.headers().get("x-amzn-errortype"),
+                    resp.headers()
+                        .get("x-amzn-query-error")
+                        .or_else(|| resp.headers().get("x-amzn-errortype")),
                     resp.body().bytes(),
                 ))
             }
@@ -114,9 +116,11 @@ impl Intercept for CountingInterceptor {
     }
 }
 
-/// The AWS error code of a failed response, as a bounded label.
+/// The AWS error code of a failed response, as a bounded label. `header` is the
+/// query-compatible services' `x-amzn-query-error` (`Code;Sender`: CloudWatch, whose
+/// CBOR body the code is not read from), else `x-amzn-errortype` (`Code:uri`).
 fn response_error_code(status: u16, header: Option<&str>, body: Option<&[u8]>) -> &'static str {
-    let from_header = header.map(|h| h.split(':').next().unwrap_or(h).trim().to_string());
+    let from_header = header.map(|h| h.split([':', ';']).next().unwrap_or(h).trim().to_string());
     let code = from_header
         .filter(|c| !c.is_empty())
         .or_else(|| body.and_then(code_from_body));
@@ -181,6 +185,10 @@ mod tests {
         assert_eq!(
             response_error_code(502, None, Some(b"<html>bad gateway</html>")),
             "http_5xx"
+        );
+        assert_eq!(
+            response_error_code(403, Some("AccessDenied;Sender"), Some(b"\xa2")),
+            "AccessDenied"
         );
         assert_eq!(response_error_code(403, None, None), "http_4xx");
         // An unknown code never becomes a label of its own.

@@ -55,6 +55,13 @@ validated_string!(
     check_session_name
 );
 validated_string!(
+    /// A name out of a collector's short list (a usage source): 1 to 32 lowercase
+    /// letters, digits or underscores; which names a collector takes is checked
+    /// against the collector.
+    SourceName,
+    check_source_name
+);
+validated_string!(
     /// An STS external ID.
     ExternalId,
     check_external_id
@@ -154,6 +161,18 @@ fn check_region(s: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "invalid region {s:?}: expected a name such as eu-west-1"
+        ))
+    }
+}
+
+fn check_source_name(s: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    if (1..=32).contains(&s.len()) && s.chars().all(ok) {
+        Ok(())
+    } else {
+        let shown: String = s.chars().take(40).collect();
+        Err(format!(
+            "invalid name {shown:?}: 1 to 32 lowercase letters, digits or underscores"
         ))
     }
 }

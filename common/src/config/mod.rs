@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::api::{Collector, Defaults, QuotaSpec};
 
-pub(crate) use ids::{AccountId, ExternalId, Region, RoleArn, SessionName};
+pub(crate) use ids::{AccountId, ExternalId, Region, RoleArn, SessionName, SourceName};
 pub(crate) use pattern::Pattern;
 pub(crate) use thresholds::{Policy, ThresholdMap};
 pub(crate) use values::{
@@ -73,6 +73,10 @@ pub(crate) struct AccountConfig {
     /// collector-wide ones.
     #[serde(default)]
     pub alert_thresholds: ThresholdMap,
+    /// Where every collector with a choice reads this account's usage from; wins over
+    /// the collector's own `usage_source`.
+    #[serde(default)]
+    pub usage_source: Option<SourceName>,
 }
 
 /// One collector's settings as the file writes them: a key left out takes the
@@ -95,6 +99,7 @@ pub(crate) struct CollectorEntry {
     pub concurrency: Option<Concurrency>,
     pub services: Option<Selection>,
     pub quotas: Option<Selection>,
+    pub usage_source: Option<SourceName>,
 }
 
 /// Which discovered quotas a collector reports: by service code or by quota code.
@@ -135,6 +140,7 @@ impl CollectorEntry {
             concurrency: self.concurrency.unwrap_or(d.concurrency),
             services: self.services.clone().unwrap_or_default(),
             quotas: self.quotas.clone().unwrap_or_default(),
+            usage_source: self.usage_source.as_ref().map(|s| s.0.clone()),
         }
     }
 
@@ -179,6 +185,9 @@ pub(crate) struct CollectorConfig {
     /// Collectors that discover quotas: which services and quota codes they report.
     pub services: Selection,
     pub quotas: Selection,
+    /// Collectors with a choice of usage source: the one set for every account (an
+    /// account's own wins); `None`, the collector's default.
+    pub usage_source: Option<String>,
 }
 
 /// A collector's defaults (see `Collector::defaults`), nothing set by the file.
@@ -199,6 +208,7 @@ impl From<Defaults> for CollectorConfig {
             concurrency: Concurrency(d.concurrency),
             services: Selection::default(),
             quotas: Selection::default(),
+            usage_source: None,
         }
     }
 }
@@ -221,6 +231,8 @@ pub(crate) struct Known {
     pub per_resource: bool,
     /// Whether it discovers its quotas (filters apply; any quota code may be named).
     pub discovers: bool,
+    /// The usage sources `usage_source` may name; empty, no choice.
+    pub usage_sources: &'static [&'static str],
 }
 
 impl Known {
@@ -233,6 +245,7 @@ impl Known {
             defaults: Defaults::LIBRARY,
             per_resource: false,
             discovers: false,
+            usage_sources: &[],
         }
     }
 
@@ -244,6 +257,7 @@ impl Known {
             defaults: collector.defaults(),
             per_resource: collector.per_resource(),
             discovers: collector.discovers_quotas(),
+            usage_sources: collector.usage_sources(),
         }
     }
 }
@@ -331,6 +345,9 @@ impl Config {
                     ));
                 }
             }
+            if let Some(source) = &entry.usage_source {
+                check_usage_source(&format!("{key}.usage_source"), &source.0, k)?;
+            }
             // A value left out is the collector's default: say so, so that the user
             // knows which key to add.
             let shown = |set: bool, d: &Dur| {
@@ -411,6 +428,21 @@ impl Config {
                 };
                 return Err(format!("{key}: {which} is listed twice"));
             }
+            if let Some(source) = &a.usage_source {
+                let key = format!("{key}.usage_source");
+                let choosers: Vec<&Known> = known
+                    .iter()
+                    .filter(|k| !k.usage_sources.is_empty())
+                    .collect();
+                if choosers.is_empty() {
+                    return Err(format!(
+                        "{key}: no collector of this exporter has a choice of usage source"
+                    ));
+                }
+                for k in choosers {
+                    check_usage_source(&key, &source.0, k)?;
+                }
+            }
             if !open {
                 check_overrides(
                     &format!("{key}.limit_overrides"),
@@ -441,6 +473,24 @@ impl Config {
     pub(crate) fn collector(&self, name: &str) -> CollectorConfig {
         self.resolved.get(name).cloned().unwrap_or_default()
     }
+}
+
+/// A usage source the collector offers.
+fn check_usage_source(key: &str, source: &str, k: &Known) -> Result<(), String> {
+    if k.usage_sources.is_empty() {
+        return Err(format!(
+            "{key}: {} has no choice of usage source, so it takes no usage_source",
+            k.name
+        ));
+    }
+    if !k.usage_sources.contains(&source) {
+        return Err(format!(
+            "{key}: unknown usage source {source:?} for {}, expected one of: {}",
+            k.name,
+            k.usage_sources.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 fn check_overrides(
@@ -758,6 +808,64 @@ aws:
             );
         }
         assert!(Config::parse("collectors:\n  plain:\n    rate_limit: 2\n", &q()).is_ok());
+    }
+
+    #[test]
+    fn usage_source_is_one_the_collector_offers() {
+        let mut all = q();
+        let mut metered = Known::new("metered", &[]);
+        metered.discovers = true;
+        metered.usage_sources = &["report", "cloudwatch"];
+        all.push(metered);
+        let parse = |yaml: &str| Config::parse(yaml, &all);
+        let c = parse(
+            "accounts:\n  - account_id: \"111111111111\"\n    usage_source: cloudwatch\ncollectors:\n  metered:\n    usage_source: report\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.collector("metered").usage_source.as_deref(),
+            Some("report")
+        );
+        let accounts = c.accounts.expect("accounts").0;
+        assert_eq!(
+            accounts[0].usage_source.as_ref().map(|s| s.0.as_str()),
+            Some("cloudwatch")
+        );
+        assert_eq!(
+            parse("").expect("valid").collector("metered").usage_source,
+            None
+        );
+        for (yaml, key, what) in [
+            (
+                "collectors:\n  metered:\n    usage_source: carrier_pigeon\n",
+                "collectors.metered.usage_source",
+                "expected one of: report, cloudwatch",
+            ),
+            (
+                "collectors:\n  plain:\n    usage_source: report\n",
+                "collectors.plain.usage_source",
+                "plain has no choice of usage source",
+            ),
+            (
+                "accounts:\n  - usage_source: xray\n",
+                "accounts[0].usage_source",
+                "expected one of: report, cloudwatch",
+            ),
+            (
+                "collectors:\n  metered:\n    usage_source: CloudWatch\n",
+                "collectors.metered.usage_source",
+                "lowercase",
+            ),
+        ] {
+            let e = parse(yaml).expect_err(yaml);
+            assert!(e.contains(key) && e.contains(what), "{yaml}: {e}");
+        }
+        // An exporter whose collectors have no choice refuses the account key.
+        let e = err("accounts:\n  - usage_source: report\n");
+        assert!(
+            e.contains("accounts[0].usage_source") && e.contains("no collector of this exporter"),
+            "{e}"
+        );
     }
 
     #[test]

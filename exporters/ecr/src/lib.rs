@@ -1,4 +1,4 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use headroom_common::{
     async_trait, pages, AwsService, ClientParts, CollectError, Collected, Collector, Defaults,
-    Fact, QuotaSpec, Target, Usage,
+    Fact, PerTarget, QuotaSpec, Target, Usage,
 };
 
 /// Registered repositories per account and region. The built-in value is the documented
@@ -104,42 +104,17 @@ pub const LISTING_REUSE: Duration = Duration::from_secs(240);
 /// so collectors that start together list the registry once.
 #[derive(Debug, Default)]
 pub struct RepositoryListings {
-    by_target: std::sync::Mutex<HashMap<(String, String), Slot>>,
-}
-
-/// One account and region's last listing; locked while it is being made.
-type Slot = Arc<tokio::sync::Mutex<Option<Listing>>>;
-
-#[derive(Debug)]
-struct Listing {
-    at: tokio::time::Instant,
-    names: Arc<Vec<String>>,
+    by_target: PerTarget<Vec<String>>,
 }
 
 impl RepositoryListings {
     /// Every repository of the target, from a listing at most [`LISTING_REUSE`] and
     /// half the target's refresh interval old.
     pub async fn names(&self, target: &Target) -> Result<Arc<Vec<String>>, CollectError> {
-        let slot = {
-            let mut map = match self.by_target.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            map.entry((target.account_id.clone(), target.region.clone()))
-                .or_default()
-                .clone()
-        };
         let reuse = LISTING_REUSE.min(target.refresh_interval() / 2);
-        let mut listing = slot.lock().await;
-        if let Some(l) = listing.as_ref().filter(|l| l.at.elapsed() < reuse) {
-            return Ok(l.names.clone());
-        }
-        let names = Arc::new(list_repositories(target).await?);
-        *listing = Some(Listing {
-            at: tokio::time::Instant::now(),
-            names: names.clone(),
-        });
-        Ok(names)
+        self.by_target
+            .get(target, reuse, || list_repositories(target))
+            .await
     }
 
     /// The repositories that `include` and `exclude` select.

@@ -12,8 +12,14 @@
 //! Global quotas (IAM, Organizations, …) are managed in one region; a second collector
 //! reads them there once per account, as `aws_region="global"`, and the regional one
 //! leaves them out.
+//!
+//! Where the report is not wanted (config `usage_source: cloudwatch`, per collector or
+//! per account), usage comes from each quota's CloudWatch usage metric instead
+//! ([`cloudwatch`]).
 
-use std::time::Duration;
+pub mod cloudwatch;
+
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_servicequotas::types::{QuotaUtilizationInfo, ReportStatus};
@@ -21,6 +27,11 @@ use headroom_common::{
     pages, CollectError, Collected, Collector, Defaults, QuotaSpec, Scope, ServiceQuotas, Target,
     Usage,
 };
+
+use crate::cloudwatch::{read_usage, Catalogues, CloudWatch};
+
+/// The usage sources `usage_source` takes: the report (the default) or CloudWatch.
+pub const USAGE_SOURCES: &[&str] = &["report", "cloudwatch"];
 
 /// Services whose quotas hold per account across regions (Service Quotas marks them
 /// `GlobalQuota` and lists them only in [`GLOBAL_HOME_REGION`]), exported once per
@@ -58,16 +69,37 @@ const DEFAULTS: Defaults = Defaults {
 
 /// Every metered quota of an account: per region with global quotas left out, or the
 /// global quotas alone, once per account in their home region.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct MeteredQuotas {
     global: bool,
+    /// For the CloudWatch source: which quotas have usage metrics, per target.
+    catalogues: Catalogues,
 }
 
 impl MeteredQuotas {
     /// The `servicequotas` collector: each region's quotas.
-    pub const REGIONAL: MeteredQuotas = MeteredQuotas { global: false };
+    pub fn regional() -> Self {
+        MeteredQuotas {
+            global: false,
+            catalogues: Catalogues::default(),
+        }
+    }
     /// The `servicequotas_global` collector: global quotas, `aws_region="global"`.
-    pub const GLOBAL: MeteredQuotas = MeteredQuotas { global: true };
+    pub fn global() -> Self {
+        MeteredQuotas {
+            global: true,
+            catalogues: Catalogues::default(),
+        }
+    }
+}
+
+/// The services that hold global quotas: all that the global collector lists.
+fn global_services() -> Vec<&'static str> {
+    let mut s: Vec<&str> = GLOBAL_SERVICES.to_vec();
+    s.extend(GLOBAL_QUOTAS.iter().map(|(service, _)| *service));
+    s.sort_unstable();
+    s.dedup();
+    s
 }
 
 #[async_trait]
@@ -88,6 +120,9 @@ impl Collector for MeteredQuotas {
     fn defaults(&self) -> Defaults {
         DEFAULTS
     }
+    fn usage_sources(&self) -> &'static [&'static str] {
+        USAGE_SOURCES
+    }
     fn scope(&self) -> Scope {
         if self.global {
             Scope::Global {
@@ -98,8 +133,23 @@ impl Collector for MeteredQuotas {
         }
     }
     async fn collect(&self, target: &Target) -> Result<Collected, CollectError> {
-        let rows = report(&target.client::<ServiceQuotas>()).await?;
         let global = self.global;
+        if target.usage_source() == "cloudwatch" {
+            let services = global.then(global_services);
+            let catalogue = self.catalogues.get(target, services.as_deref()).await?;
+            let wanted: Vec<_> = catalogue
+                .iter()
+                .filter(|q| {
+                    is_global(&q.service_code, &q.quota_code) == global
+                        && target.wants_quota(&q.service_code, &q.quota_code)
+                })
+                .collect();
+            let client = target.client::<CloudWatch>();
+            return Ok(read_usage(&client, &wanted, SystemTime::now())
+                .await?
+                .into());
+        }
+        let rows = report(&target.client::<ServiceQuotas>()).await?;
         Ok(usage(target, rows, |service, code| {
             is_global(service, code) == global
         })

@@ -12,8 +12,8 @@ fn main() -> ExitCode {
             default_listen_address: ":9813",
         },
         vec![
-            Arc::new(MeteredQuotas::REGIONAL),
-            Arc::new(MeteredQuotas::GLOBAL),
+            Arc::new(MeteredQuotas::regional()),
+            Arc::new(MeteredQuotas::global()),
         ],
     )
 }
