@@ -16,9 +16,13 @@ in us-east-1; the generated services are all regional, so it exports nothing), w
 With `--min-usage-ratio X` the exporter is started a second time against the same test
 server with `min_usage_ratio: X` and the series are printed at 0 and at X.
 
+With `--usage-source cloudwatch` both collectors read usage from CloudWatch
+GetMetricData instead of the report; the calls then show the catalogue's list calls
+and the GetMetricData batches.
+
 Usage: .venv/bin/python bench/servicequotas.py [--accounts 50] [--regions 4]
        [--quotas 1000] [--no-usage-every 10] [--min-usage-ratio 0.5]
-       [--no-global] [--bin-dir target/release]
+       [--usage-source report|cloudwatch] [--no-global] [--bin-dir target/release]
 """
 
 from __future__ import annotations
@@ -57,10 +61,10 @@ def account_ids(n: int) -> list[str]:
     return [ACCOUNT_A] + [f"{200000000000 + i:012d}" for i in range(1, n)]
 
 
-def exporter_config(accounts: list[str], regions: list[str], ratio: float, global_on: bool) -> dict:
-    one_refresh = {"refresh_interval": "30m", "timeout": "25m", "max_staleness": "1h", "rate_limit": 50}
+def exporter_config(accounts: list[str], regions: list[str], ratio: float | None, global_on: bool, source: str) -> dict:
+    one_refresh = {"refresh_interval": "30m", "timeout": "25m", "max_staleness": "1h", "rate_limit": 50, "usage_source": source}
     regional = dict(one_refresh)
-    if ratio:
+    if ratio is not None:
         regional["min_usage_ratio"] = ratio
     glob = dict(one_refresh) if global_on else {"enabled": False}
     return {
@@ -105,6 +109,7 @@ def main() -> int:
     ap.add_argument("--no-usage-every", type=int, default=10, help="every n-th quota has no usage (0: all have)")
     ap.add_argument("--min-usage-ratio", type=float, default=None)
     ap.add_argument("--no-global", action="store_true", help="disable servicequotas_global")
+    ap.add_argument("--usage-source", choices=["report", "cloudwatch"], default="report")
     ap.add_argument("--bin-dir", default=None, help="default target/release if built there, else target/debug")
     args = ap.parse_args()
     if not 1 <= args.regions <= len(REGIONS):
@@ -125,7 +130,7 @@ def main() -> int:
     with_usage = [q for q in generated if q.get("usage") is not None]
     print(f"{BIN} from {conftest.BIN_DIR}, test server on loopback")
     print(f"{len(accounts)} accounts x {len(regions)} regions = {pairs} account-regions, {args.quotas} quotas each "
-          f"({len(with_usage)} with usage), report pending 1 / in progress 1, rate_limit 50, "
+          f"({len(with_usage)} with usage), usage from {args.usage_source}, report pending 1 / in progress 1, rate_limit 50, "
           f"servicequotas_global {'on' if global_on else 'off'}")
 
     aws = AwsServer()
@@ -140,7 +145,7 @@ def main() -> int:
                 aws.post("report_behaviour", {"account": a, "region": "us-east-1", "pending_polls": 1, "in_progress_polls": 1})
         print(f"seeded {pairs * args.quotas} quotas in {time.monotonic() - t0:.1f} s")
 
-        cfg = exporter_config(accounts, regions, 0, global_on)
+        cfg = exporter_config(accounts, regions, 0.0, global_on, args.usage_source)
         e, ready_s, at_health = start_exporter(aws, cfg)
         try:
             print(f"time to ready: {ready_s:.2f} s  (/healthz after {at_health['s']:.2f} s, "
@@ -190,7 +195,7 @@ def main() -> int:
         if args.min_usage_ratio is not None:
             ratio = args.min_usage_ratio
             expected = sum(1 for q in with_usage if q["usage"] / (q.get("applied") or q["default"]) >= ratio)
-            e, ready_s, _ = start_exporter(aws, exporter_config(accounts, regions, ratio, global_on))
+            e, ready_s, _ = start_exporter(aws, exporter_config(accounts, regions, ratio, global_on, args.usage_source))
             try:
                 body, _ = get_raw(f"{e.url}/metrics", False)
                 packed, _ = get_raw(f"{e.url}/metrics", True)

@@ -49,7 +49,8 @@ def seed(aws, quotas: list[dict], region: str, account: str = ACCOUNT_A, **kw: A
 
 
 def config(**collector: Any) -> dict:
-    fast = {"refresh_interval": "1m", "timeout": "30s", "max_staleness": "2m", **collector}
+    """Every quota (min_usage_ratio 0, not the default 0.01), so counts are exact."""
+    fast = {"refresh_interval": "1m", "timeout": "30s", "max_staleness": "2m", "min_usage_ratio": 0, **collector}
     return {
         "accounts": [{}, {"role_arn": ROLE_B}],
         "regions": REGIONS,
@@ -181,6 +182,23 @@ def test_a_failed_or_stuck_report_fails_the_collector_and_keeps_the_last_samples
     wait_until(lambda: success() == 0, 30, "a stuck report to time out")
     assert "refresh took longer than 3s" in e.logs()
     assert series(e, "aws_quota_usage")[key] == 576
+
+
+@pytest.mark.parametrize("source", ["report", "cloudwatch"])
+def test_quotas_under_one_percent_are_left_out_by_default(aws, exporter, source):
+    # Lambda at exactly 1 %, IAM roles at 0.7 %, the EIPs at 0 %.
+    seed(aws, [{**LAMBDA, "usage": 10}, {**EIP, "usage": 0}, EC2], "eu-west-1")
+    seed(aws, [{**IAM, "usage": 7}], "us-east-1")
+    cfg = one_region(config(usage_source=source))
+    del cfg["collectors"]["servicequotas"]["min_usage_ratio"]
+    cfg["collectors"]["servicequotas_global"] = dict(cfg["collectors"]["servicequotas"])
+    e = exporter(BIN, cfg)
+    e.wait_ready(timeout=60)
+    assert series(e, "aws_quota_usage") == {
+        (ACCOUNT_A, "eu-west-1", "lambda", "L-B99A9384"): 10,
+        (ACCOUNT_A, "eu-west-1", "ec2", "L-1216C47A"): 576,
+    }
+    assert series(e, "aws_quota_limit").keys() == series(e, "aws_quota_usage").keys()
 
 
 @pytest.mark.parametrize("source", ["report", "cloudwatch"])

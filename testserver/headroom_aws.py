@@ -167,6 +167,34 @@ class Report:
         return self.status
 
 
+class QuotaStore(dict):
+    """The seeded quotas by (account, region, service code, quota code), with an index
+    by account and region kept in step, so that a listing of one target costs that
+    target's quotas and not every account's (benchmarks seed hundreds of thousands)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_target: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
+
+    def __setitem__(self, key: tuple[str, str, str, str], value: dict[str, Any]) -> None:
+        super().__setitem__(key, value)
+        self.by_target.setdefault(key[:2], {})[key[2:]] = value
+
+    def __delitem__(self, key: tuple[str, str, str, str]) -> None:
+        super().__delitem__(key)
+        target = self.by_target.get(key[:2])
+        if target is not None:
+            target.pop(key[2:], None)
+
+    def clear(self) -> None:
+        super().clear()
+        self.by_target.clear()
+
+    def of(self, account: str, region: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """(service code, quota code) -> entry, for one account and region."""
+        return self.by_target.get((account, region), {})
+
+
 @dataclass
 class State:
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -175,7 +203,7 @@ class State:
     # (account, region, service_code, quota_code) -> {"applied": ..., "default": ...}; the
     # keys seed_quotas stores are those of quota_entry, metric_state adds late_minutes,
     # no_data and history_minutes
-    quotas: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    quotas: QuotaStore = field(default_factory=lambda: QuotaStore())
     # utilization reports by ReportId, and the behaviour of new ones by (account, region)
     reports: dict[str, Report] = field(default_factory=dict)
     report_behaviour: dict[tuple[str, str], ReportBehaviour] = field(default_factory=dict)
@@ -690,8 +718,7 @@ class Layer:
         with STATE.lock:
             names = {
                 svc: entry.get("service_name", svc)
-                for (acct, reg, svc, _code), entry in STATE.quotas.items()
-                if (acct, reg) == (account, region)
+                for (svc, _code), entry in STATE.quotas.of(account, region).items()
             }
         items = [{"ServiceCode": code, "ServiceName": names[code]} for code in sorted(names)]
         token = req.get("NextToken")
@@ -723,8 +750,8 @@ class Layer:
             return aws_json_error(start, 400, "ValidationException", "MaxResults must be 1 to 100")
         items = []
         with STATE.lock:
-            for (acct, reg, svc, code), entry in sorted(STATE.quotas.items()):
-                if (acct, reg, svc) != (account, region, service_code) or (quota_code and code != quota_code):
+            for (svc, code), entry in sorted(STATE.quotas.of(account, region).items()):
+                if svc != service_code or (quota_code and code != quota_code):
                     continue
                 quota = quota_item(account, region, svc, code, entry)
                 value = entry.get("default" if defaults else "applied")
@@ -1094,8 +1121,8 @@ def seed_quotas(account: str, region: str, quotas: list[dict[str, Any]], replace
     entries = [quota_entry(spec) for spec in quotas]
     with STATE.lock:
         if replace:
-            for key in [k for k in STATE.quotas if k[:2] == (account, region)]:
-                del STATE.quotas[key]
+            for service_code, quota_code in list(STATE.quotas.of(account, region)):
+                del STATE.quotas[(account, region, service_code, quota_code)]
         for service_code, quota_code, entry in entries:
             STATE.quotas[(account, region, service_code, quota_code)] = entry
     return {"quotas": len(entries)}
@@ -1148,8 +1175,8 @@ def utilization_rows(account: str, region: str) -> list[dict[str, Any]]:
     with usage data and a limit above 0 (the applied value, else the default), sorted by
     utilization descending, then service and quota code. The caller holds STATE.lock."""
     rows = []
-    for (acct, reg, service_code, quota_code), entry in STATE.quotas.items():
-        if (acct, reg) != (account, region) or not has_usage_data(entry):
+    for (service_code, quota_code), entry in STATE.quotas.of(account, region).items():
+        if not has_usage_data(entry):
             continue
         default, applied = number(entry.get("default")), number(entry.get("applied"))
         limit = applied if applied is not None else default
@@ -1321,9 +1348,9 @@ def get_metric_data(account: str, region: str, req: dict[str, Any], now: float) 
 
     with STATE.lock:
         metrics: dict[tuple, dict[str, Any]] = {}
-        for (acct, reg, _svc, _code), entry in STATE.quotas.items():
+        for entry in STATE.quotas.of(account, region).values():
             m = entry.get("usage_metric")
-            if (acct, reg) == (account, region) and m:
+            if m:
                 metrics.setdefault((m["MetricNamespace"], m["MetricName"], frozenset(m["MetricDimensions"].items())), dict(entry))
     series = []
     for qid, label, key, stat, period, returned in parsed:

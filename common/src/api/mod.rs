@@ -42,6 +42,9 @@ pub struct Defaults {
     pub rate_limit: f64,
     /// Per-resource collectors: resources counted at once.
     pub concurrency: usize,
+    /// Per-resource collectors, and those that discover quotas: series under this
+    /// usage ratio are not exported.
+    pub min_usage_ratio: f64,
 }
 
 impl Defaults {
@@ -53,6 +56,7 @@ impl Defaults {
         max_staleness: Duration::from_secs(1800),
         rate_limit: 5.0,
         concurrency: 4,
+        min_usage_ratio: 0.0,
     };
 }
 

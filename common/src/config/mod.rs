@@ -204,7 +204,7 @@ impl From<Defaults> for CollectorConfig {
             alert_thresholds: ThresholdMap::new(),
             include: Vec::new(),
             exclude: Vec::new(),
-            min_usage_ratio: Ratio(0.0),
+            min_usage_ratio: Ratio(d.min_usage_ratio),
             concurrency: Concurrency(d.concurrency),
             services: Selection::default(),
             quotas: Selection::default(),

@@ -59,13 +59,20 @@ const FIRST_POLL: Duration = Duration::from_millis(200);
 const LAST_POLL: Duration = Duration::from_secs(5);
 
 /// Defaults: a report takes seconds to minutes to generate, and utilization moves
-/// slowly; one every 10 minutes costs nothing and keeps within the staleness.
+/// slowly; one every 10 minutes costs nothing and keeps within the staleness. Quotas
+/// under 1% used are not exported: no alert threshold is that low, and in an account
+/// most metered quotas (request rates above all) sit there, so they would multiply
+/// the series without telling anyone anything (`min_usage_ratio: 0` exports them).
 const DEFAULTS: Defaults = Defaults {
     refresh_interval: Duration::from_secs(600),
     timeout: Duration::from_secs(300),
     max_staleness: Duration::from_secs(1800),
+    min_usage_ratio: DEFAULT_MIN_USAGE_RATIO,
     ..Defaults::LIBRARY
 };
+
+/// The default `min_usage_ratio` of both collectors.
+pub const DEFAULT_MIN_USAGE_RATIO: f64 = 0.01;
 
 /// Every metered quota of an account: per region with global quotas left out, or the
 /// global quotas alone, once per account in their home region.
