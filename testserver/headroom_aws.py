@@ -27,6 +27,9 @@ What the layer adds, per request, in front of moto (everything else is moto's):
   accounts and regions, every n-th matching call and/or a limited number of times.
 - Fast seeding of thousands of parameters straight into moto's backend.
 - A request log, so tests can count calls from the server's side.
+- AssumeRole as a role's trust policy has it: a role may require an external ID
+  (AccessDenied without it) and hand out credentials that expire in seconds; requests
+  signed with expired credentials are refused (ExpiredToken), as AWS refuses them.
 
 Control API (JSON over HTTP, under /_headroom/):
   POST /_headroom/reset                     forget faults, quotas, log, settings
@@ -53,6 +56,10 @@ Control API (JSON over HTTP, under /_headroom/):
   POST /_headroom/settings                  {"short_pages": bool}
   GET  /_headroom/log                       [{"operation","account","region","status"}]
   GET  /_headroom/issued_secrets            [secret keys and session tokens AssumeRole gave out]
+  POST /_headroom/roles                     {"role_arn","external_id","duration_s"}: what AssumeRole of
+                                             that role requires (AccessDenied without the external ID)
+                                             and how long its credentials live (then ExpiredToken)
+  GET  /_headroom/assumed                   [{"role_arn","external_id","session_name","at","refused","expires"}]
   GET  /_headroom/health                    {"ok": true}
 
 Run: python -m testserver.headroom_aws --port 0 [--host 127.0.0.1] [--seed demo]
@@ -213,6 +220,14 @@ class State:
     log: list[dict[str, Any]] = field(default_factory=list)
     # the secret keys and session tokens AssumeRole handed out
     issued_secrets: list[str] = field(default_factory=list)
+    # What a role requires of AssumeRole (by role ARN): {"external_id", "duration_s"}.
+    roles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every AssumeRole answered or refused: role, external ID, session name, when, and
+    # when the credentials it gave expire.
+    assumed: list[dict[str, Any]] = field(default_factory=list)
+    # Expiry (epoch seconds) of the access keys of credentials handed out with a
+    # duration: requests signed with them after that are refused, as AWS refuses them.
+    expiry: dict[str, float] = field(default_factory=dict)
     short_pages: bool = False
     # (account, region, repository) -> digests of archived images
     archived: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)
@@ -230,6 +245,9 @@ class State:
             self.access_points.clear()
             self.reports.clear()
             self.issued_secrets.clear()
+            self.roles.clear()
+            self.assumed.clear()
+            self.expiry.clear()
             self.report_behaviour.clear()
             self.short_pages = False
 
@@ -360,6 +378,11 @@ class Layer:
 
         fault = self.pick_fault(operation, account, region)
         status_box: list[int] = []
+        with STATE.lock:
+            expires = STATE.expiry.get(access_key or "")
+        if expires is not None and time.time() >= expires:
+            fault = Fault(id=0, operation=operation, code="ExpiredTokenException" if not xml and not cloudwatch else "ExpiredToken", status=400,
+                          message="The security token included in the request is expired")
 
         def recording_start(status: str, headers: list, exc_info: Any = None) -> Any:
             status_box.append(int(status.split(" ", 1)[0]))
@@ -389,8 +412,17 @@ class Layer:
             if target.startswith("ServiceQuotasV20190624."):
                 return self.service_quotas(account, region, operation, body, recording_start)
             if operation == "AssumeRole":
+                refused = self.check_assume_role(body, account)
+                if refused:
+                    return xml_error(recording_start, 403, "AccessDenied", refused)
+                # The answer is held until its credentials' lifetime is set, then sent
+                # with its own length.
+                held: list = []
+                answer = b"".join(self.moto(environ, lambda status, headers, exc_info=None: held.append((status, headers))))
+                answer = self.expire_credentials(body, answer)
+                status, headers = held[0]
+                recording_start(status, [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(answer)))])
                 # Kept so that tests can look for them where they must never be (logs).
-                answer = b"".join(self.moto(environ, recording_start))
                 issued = re.findall(rb"<(SecretAccessKey|SessionToken)>([^<]+)</", answer)
                 with STATE.lock:
                     STATE.issued_secrets.extend(v.decode() for _, v in issued)
@@ -408,6 +440,48 @@ class Layer:
                         "fault": fault.code if fault is not None else None,
                     }
                 )
+
+    @staticmethod
+    def check_assume_role(body: bytes, caller: str) -> str | None:
+        """Records an AssumeRole; the refusal's message if the role requires an external
+        ID the request does not carry (AWS answers AccessDenied)."""
+        from urllib.parse import parse_qs
+
+        params = {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
+        role_arn = params.get("RoleArn", "")
+        with STATE.lock:
+            wants = dict(STATE.roles.get(role_arn, {}))
+            STATE.assumed.append({
+                "role_arn": role_arn, "external_id": params.get("ExternalId"),
+                "session_name": params.get("RoleSessionName"), "at": time.time(),
+                "refused": False, "expires": None,
+            })
+            if wants.get("external_id") is not None and params.get("ExternalId") != wants["external_id"]:
+                STATE.assumed[-1]["refused"] = True
+                return f"User: arn:aws:iam::{caller}:user/headroom is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
+        return None
+
+    @staticmethod
+    def expire_credentials(body: bytes, answer: bytes) -> bytes:
+        """Gives the credentials of a role with a `duration_s` that lifetime: the
+        Expiration the answer states, and the time after which requests signed with
+        them are refused."""
+        from urllib.parse import parse_qs
+
+        role_arn = parse_qs(body.decode(errors="replace")).get("RoleArn", [""])[0]
+        with STATE.lock:
+            duration = STATE.roles.get(role_arn, {}).get("duration_s")
+        key = re.search(rb"<AccessKeyId>([^<]+)</AccessKeyId>", answer)
+        if duration is None or key is None:
+            return answer
+        # Whole seconds, as the Expiration it states.
+        expires = float(math.ceil(time.time() + float(duration)))
+        stamp = datetime.datetime.fromtimestamp(expires, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        answer = re.sub(rb"<Expiration>[^<]+</Expiration>", f"<Expiration>{stamp}</Expiration>".encode(), answer)
+        with STATE.lock:
+            STATE.expiry[key.group(1).decode()] = expires
+            STATE.assumed[-1]["expires"] = expires
+        return answer
 
     @staticmethod
     def cbor_operation(environ: dict, path: str) -> tuple[str | None, str | None]:
@@ -888,6 +962,14 @@ class Layer:
         if action == "issued_secrets":
             with STATE.lock:
                 return list(STATE.issued_secrets)
+        if action == "roles":
+            role = {k: req[k] for k in ("external_id", "duration_s") if req.get(k) is not None}
+            with STATE.lock:
+                STATE.roles[str(req["role_arn"])] = role
+            return {"ok": True}
+        if action == "assumed":
+            with STATE.lock:
+                return list(STATE.assumed)
         if action == "settings":
             with STATE.lock:
                 STATE.short_pages = bool(req.get("short_pages", STATE.short_pages))
