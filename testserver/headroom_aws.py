@@ -23,6 +23,12 @@ What the layer adds, per request, in front of moto (everything else is moto's):
   every period (60 s unless seeded otherwise) over the past hours at the seeded usage,
   exact dimension matching, at most 500 queries, MaxDatapoints paging; a metric can be
   made late (its newest datapoint minutes old) or empty.
+- Paging like AWS on every listing the exporters call (DescribeParameters,
+  DescribeRepositories, ListImages, ListBuckets, ListDirectoryBuckets, ListAccessPoints,
+  ListServices, ListServiceQuotas, ListAWSDefaultServiceQuotas): opaque signed tokens
+  bound to the operation, account, region and the request's own inputs, expiring after
+  15 minutes (settable), refused otherwise with each service's own error code; with
+  short pages on, every listing answers empty, short and full pages that carry tokens.
 - Fault injection: throttling, 5xx, access denied or latency on chosen operations,
   accounts and regions, every n-th matching call and/or a limited number of times.
 - Fast seeding of thousands of parameters straight into moto's backend.
@@ -53,7 +59,7 @@ Control API (JSON over HTTP, under /_headroom/):
   POST /_headroom/faults                    {"operation","account","region","code","status",
                                              "every","times","latency_ms"} (all optional but code
                                              or latency_ms); returns {"id"}
-  POST /_headroom/settings                  {"short_pages": bool}
+  POST /_headroom/settings                  {"short_pages": bool, "token_ttl_s": seconds}
   GET  /_headroom/log                       [{"operation","account","region","status"}]
   GET  /_headroom/issued_secrets            [secret keys and session tokens AssumeRole gave out]
   POST /_headroom/roles                     {"role_arn","external_id","duration_s"}: what AssumeRole of
@@ -229,6 +235,8 @@ class State:
     # duration: requests signed with them after that are refused, as AWS refuses them.
     expiry: dict[str, float] = field(default_factory=dict)
     short_pages: bool = False
+    # How long a pagination token of `page_window` stays valid.
+    token_ttl_s: float = 900.0
     # (account, region, repository) -> digests of archived images
     archived: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)
     # (account, region) -> directory buckets; (account, region) -> (on buckets, other) access points
@@ -250,6 +258,7 @@ class State:
             self.expiry.clear()
             self.report_behaviour.clear()
             self.short_pages = False
+            self.token_ttl_s = 900.0
 
 
 STATE = State()
@@ -345,6 +354,34 @@ def read_token(token: Any) -> list[str] | None:
     payload, _, mac = raw.rpartition(":")
     expected = hmac.new(STATE.token_key, payload.encode(), hashlib.sha256).hexdigest()[:20]
     return payload.split(":") if payload and hmac.compare_digest(mac, expected) else None
+
+
+class BadToken(Exception):
+    """A pagination token this server did not give for this listing, or an expired one."""
+
+
+def page_window(operation: str, bind: Any, total: int, size: int, token: Any) -> tuple[int, int, str | None]:
+    """The page of a listing of `total` items that `token` asks for: (start, end, next
+    token). Tokens are opaque, signed, and bound to the operation and its inputs (`bind`:
+    account, region and the request's own parameters), so one replayed for another
+    operation, account, region, repository or service is refused, as is one older than
+    the token lifetime (15 minutes unless set shorter). With short pages on, pages run
+    empty, a third, full, ... and every page but the last carries a token, as real
+    Parameter Store and other services do."""
+    fingerprint = hashlib.sha256(json.dumps([operation, bind], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    offset, number = 0, 0
+    if token is not None and token != "":
+        parts = read_token(token)
+        if not parts or len(parts) != 6 or parts[:3] != ["page", operation, fingerprint] or not (parts[3].isdigit() and parts[4].isdigit()):
+            raise BadToken("The pagination token is not valid for this request.")
+        if time.time() - float(parts[5]) > STATE.token_ttl_s:
+            raise BadToken("The pagination token has expired.")
+        offset, number = int(parts[3]), int(parts[4])
+    if STATE.short_pages:
+        size = (0, max(1, size // 3), size)[number % 3]
+    end = min(offset + size, total)
+    following = sign_token("page", operation, fingerprint, str(end), str(number + 1), repr(time.time())) if end < total else None
+    return offset, end, following
 
 
 class Layer:
@@ -554,29 +591,20 @@ class Layer:
             )
         if req.get("Shared"):
             return json_response(start, 200, {"Parameters": []})
-        token = req.get("NextToken")
-        offset, page_number = 0, 0
-        if token:
-            try:
-                _, off, num = base64.b64decode(token).decode().split(":")
-                offset, page_number = int(off), int(num)
-            except Exception:
-                return aws_json_error(start, 400, "InvalidNextToken", "The specified token isn't valid.")
         backend = ssm_backends[account][region]
         params = [
             p
             for p in backend.describe_parameters(req.get("Filters") or [], req.get("ParameterFilters") or [])
             if not p.name.startswith("/aws/")
         ]
-        size = max_results
-        if STATE.short_pages:
+        try:
             # Real Parameter Store returns short pages, even empty ones, with a token.
-            size = (0, max(1, max_results // 3), max_results)[page_number % 3]
-        page = params[offset : offset + size]
-        out: dict[str, Any] = {"Parameters": [self.metadata(p) for p in page]}
-        end = offset + size
-        if end < len(params):
-            out["NextToken"] = base64.b64encode(f"headroom:{end}:{page_number + 1}".encode()).decode()
+            offset, end, token = page_window("DescribeParameters", [account, region, req.get("Filters"), req.get("ParameterFilters")], len(params), max_results, req.get("NextToken"))
+        except BadToken as e:
+            return aws_json_error(start, 400, "InvalidNextToken", str(e))
+        out: dict[str, Any] = {"Parameters": [self.metadata(p) for p in params[offset:end]]}
+        if token:
+            out["NextToken"] = token
         return json_response(start, 200, out)
 
     @staticmethod
@@ -604,14 +632,6 @@ class Layer:
 
         return {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
 
-    @staticmethod
-    def offset_of(token: str | None) -> int:
-        return int(base64.b64decode(token).decode().split(":")[1]) if token else 0
-
-    @staticmethod
-    def token_for(end: int, total: int) -> str | None:
-        return base64.b64encode(f"headroom:{end}".encode()).decode() if end < total else None
-
     def listbuckets(self, environ: dict, account: str, region: str, start: Callable) -> list[bytes]:
         from moto.s3.models import s3_backends
 
@@ -627,15 +647,16 @@ class Layer:
             return xml_error(start, 400, "InvalidArgument", "max-buckets must be 1 to 10000", wrapped=False)
         buckets = sorted(s3_backends[account]["aws"].buckets.values(), key=lambda b: b.name)
         try:
-            offset = self.offset_of(q.get("continuation-token"))
-        except Exception:
+            offset, end, token = page_window("ListBuckets", [account, q.get("prefix"), q.get("bucket-region")], len(buckets), max_buckets, q.get("continuation-token"))
+        except BadToken:
             return xml_error(start, 400, "InvalidArgument", "The continuation token provided is incorrect", wrapped=False)
-        page = buckets[offset : offset + max_buckets] if paginated else buckets
+        if not paginated:
+            offset, end, token = 0, len(buckets), None
+        page = buckets[offset:end]
         items = "".join(
             f"<Bucket><Name>{b.name}</Name><CreationDate>{b.creation_date_ISO8601}</CreationDate><BucketRegion>{b.region_name}</BucketRegion></Bucket>"
             for b in page
         )
-        token = self.token_for(offset + max_buckets, len(buckets)) if paginated else None
         return self.xml(
             start,
             '<ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
@@ -651,10 +672,12 @@ class Layer:
             return xml_error(start, 400, "InvalidArgument", "max-directory-buckets must be 1 to 1000", wrapped=False)
         with STATE.lock:
             n = STATE.directory_buckets.get((account, region), 0)
-        offset = self.offset_of(q.get("continuation-token"))
-        names = [f"headroom-{i:05d}--{region}-az1--x-s3" for i in range(offset, min(n, offset + max_buckets))]
+        try:
+            offset, end, token = page_window("ListDirectoryBuckets", [account, region], n, max_buckets, q.get("continuation-token"))
+        except BadToken:
+            return xml_error(start, 400, "InvalidArgument", "The continuation token provided is incorrect", wrapped=False)
+        names = [f"headroom-{i:05d}--{region}-az1--x-s3" for i in range(offset, end)]
         items = "".join(f"<Bucket><Name>{x}</Name><CreationDate>2026-01-01T00:00:00.000Z</CreationDate></Bucket>" for x in names)
-        token = self.token_for(offset + max_buckets, n)
         return self.xml(
             start,
             '<ListAllMyDirectoryBucketsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
@@ -672,12 +695,14 @@ class Layer:
             on_buckets, other = STATE.access_points.get((account, region), (0, 0))
         # By default only access points of general purpose buckets are listed.
         n = on_buckets + other if q.get("dataSourceType") == "ALL" else on_buckets
-        offset = self.offset_of(q.get("nextToken"))
+        try:
+            offset, end, token = page_window("ListAccessPoints", [account, region, q.get("dataSourceType"), q.get("bucket")], n, max_results, q.get("nextToken"))
+        except BadToken:
+            return xml_error(start, 400, "InvalidRequest", "The pagination token is not valid")
         items = "".join(
             f"<AccessPoint><Name>ap-{i:05d}</Name><NetworkOrigin>Internet</NetworkOrigin><Bucket>bucket-{i:05d}</Bucket></AccessPoint>"
-            for i in range(offset, min(n, offset + max_results))
+            for i in range(offset, end)
         )
-        token = self.token_for(offset + max_results, n)
         return self.xml(
             start,
             '<ListAccessPointsResult xmlns="http://awss3control.amazonaws.com/doc/2018-08-20/">'
@@ -688,22 +713,20 @@ class Layer:
     # moto returns every repository and image in one page whatever maxResults says.
 
     @staticmethod
-    def page_of(items: list, req: dict, start: Callable, limit: int, default: int, key: str) -> list[bytes]:
+    def page_of(items: list, req: dict, start: Callable, limit: int, default: int, key: str, operation: str, bind: Any) -> list[bytes]:
         max_results = req.get("maxResults", default)
         if not isinstance(max_results, int) or not 1 <= max_results <= limit:
             return aws_json_error(
                 start, 400, "InvalidParameterException",
                 f"Invalid parameter at 'maxResults' failed to satisfy constraint: 'Member must have value less than or equal to {limit}'",
             )
-        offset = 0
-        if req.get("nextToken"):
-            try:
-                offset = int(base64.b64decode(req["nextToken"]).decode().split(":")[1])
-            except Exception:
-                return aws_json_error(start, 400, "InvalidParameterException", "Invalid parameter at 'nextToken'")
-        out: dict[str, Any] = {key: items[offset : offset + max_results]}
-        if offset + max_results < len(items):
-            out["nextToken"] = base64.b64encode(f"headroom:{offset + max_results}".encode()).decode()
+        try:
+            offset, end, token = page_window(operation, bind, len(items), max_results, req.get("nextToken"))
+        except BadToken:
+            return aws_json_error(start, 400, "InvalidParameterException", "Invalid parameter at 'nextToken'")
+        out: dict[str, Any] = {key: items[offset:end]}
+        if token:
+            out["nextToken"] = token
         return json_response(start, 200, out)
 
     def describe_repositories(self, account: str, region: str, body: bytes, start: Callable) -> list[bytes]:
@@ -727,7 +750,7 @@ class Layer:
             }
             for r in found
         ]
-        return self.page_of(repos, req, start, 1000, 100, "repositories")
+        return self.page_of(repos, req, start, 1000, 100, "repositories", "DescribeRepositories", [account, region, req.get("repositoryNames")])
 
     def list_images(self, account: str, region: str, body: bytes, start: Callable) -> list[bytes]:
         from moto.ecr.exceptions import RepositoryNotFoundException
@@ -751,7 +774,7 @@ class Layer:
                 continue
             for tag in image.image_tags or [None]:
                 ids.append({"imageDigest": image.image_digest, **({"imageTag": tag} if tag else {})})
-        return self.page_of(ids, req, start, 1000, 100, "imageIds")
+        return self.page_of(ids, req, start, 1000, 100, "imageIds", "ListImages", [account, region, name, flt])
 
     # --- Service Quotas ----------------------------------------------------------------
 
@@ -795,16 +818,13 @@ class Layer:
                 for (svc, _code), entry in STATE.quotas.of(account, region).items()
             }
         items = [{"ServiceCode": code, "ServiceName": names[code]} for code in sorted(names)]
-        token = req.get("NextToken")
-        offset = 0
-        if token is not None:
-            parts = read_token(token)
-            if not parts or len(parts) != 2 or parts[0] != "services" or not parts[1].isdigit():
-                return aws_json_error(start, 400, "InvalidPaginationTokenException", "Invalid pagination token")
-            offset = int(parts[1])
-        out: dict[str, Any] = {"Services": items[offset : offset + max_results]}
-        if offset + max_results < len(items):
-            out["NextToken"] = sign_token("services", str(offset + max_results))
+        try:
+            offset, end, token = page_window("ListServices", [account, region], len(items), max_results, req.get("NextToken"))
+        except BadToken as e:
+            return aws_json_error(start, 400, "InvalidPaginationTokenException", str(e))
+        out: dict[str, Any] = {"Services": items[offset:end]}
+        if token:
+            out["NextToken"] = token
         return json_response(start, 200, out)
 
     def list_service_quotas(self, account: str, region: str, req: dict, start: Callable, defaults: bool = False) -> list[bytes]:
@@ -837,10 +857,14 @@ class Layer:
                             **quota, "Value": v, "QuotaAppliedAtLevel": "RESOURCE",
                             "QuotaContext": {"ContextScope": "RESOURCE", "ContextScopeType": "AWS::ECR::Repository", "ContextId": arn},
                         })
-        offset = int(req.get("NextToken") or 0)
-        out: dict[str, Any] = {"Quotas": items[offset : offset + max_results]}
-        if offset + max_results < len(items):
-            out["NextToken"] = str(offset + max_results)
+        op = "ListAWSDefaultServiceQuotas" if defaults else "ListServiceQuotas"
+        try:
+            offset, end, token = page_window(op, [account, region, service_code, quota_code, level], len(items), max_results, req.get("NextToken"))
+        except BadToken as e:
+            return aws_json_error(start, 400, "InvalidPaginationTokenException", str(e))
+        out: dict[str, Any] = {"Quotas": items[offset:end]}
+        if token:
+            out["NextToken"] = token
         return json_response(start, 200, out)
 
     # The quota utilization report. AWS (API reference, GetQuotaUtilizationReport and
@@ -973,6 +997,7 @@ class Layer:
         if action == "settings":
             with STATE.lock:
                 STATE.short_pages = bool(req.get("short_pages", STATE.short_pages))
+                STATE.token_ttl_s = float(req.get("token_ttl_s", STATE.token_ttl_s))
             return {"ok": True}
         if action == "quotas":
             key = (req.get("account", DEFAULT_ACCOUNT), req["region"], req["service_code"], req["quota_code"])
