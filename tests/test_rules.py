@@ -71,6 +71,20 @@ def test_promtool_unit_tests_catch_a_broken_rule(tmp_path):
 # its replacement, the test groups that show it, the alert that goes wrong).
 THRESHOLD_MUTATIONS = [
     (
+        "the ratio averages the replicas",
+        "max without (instance, job, pod, namespace, service, endpoint, container) (aws_quota_usage)",
+        "avg without (instance, job, pod, namespace, service, endpoint, container) (aws_quota_usage)",
+        ["replicas that disagree, exactly at the thresholds"],
+        "AwsQuotaAlmostFull",
+    ),
+    (
+        "a quota exactly at its threshold does not alert",
+        '>= ignoring (severity)\n(quota:aws_quota_alert_threshold:ratio{severity="critical"} <= 1)',
+        '> ignoring (severity)\n(quota:aws_quota_alert_threshold:ratio{severity="critical"} <= 1)',
+        ["replicas that disagree, exactly at the thresholds"],
+        "AwsQuotaAlmostFull",
+    ),
+    (
         "no fallback to the default",
         'aws_quota_alert_threshold_ratio{severity="warning"}\n  or ignoring (severity)\n  aws_quota_usage * 0 + 0.80\n',
         'aws_quota_alert_threshold_ratio{severity="warning"}\n',
