@@ -40,6 +40,8 @@ mod scheduler;
 mod server;
 mod snapshot;
 mod telemetry;
+#[cfg(feature = "test-util")]
+pub mod testing;
 mod tls;
 mod webconfig;
 

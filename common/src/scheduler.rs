@@ -315,12 +315,15 @@ pub(crate) fn plan(
                 .iter()
                 .map(|t| (t.clone(), t.region.clone()))
                 .collect(),
-            Scope::Global { home_region } => {
+            scope @ Scope::Global { .. } => {
                 let mut seen = std::collections::BTreeSet::new();
                 targets
                     .iter()
                     .filter(|t| seen.insert(t.account_id.clone()))
-                    .map(|t| (t.in_region(home_region), "global".to_string()))
+                    .map(|t| {
+                        let home = scope.client_region(&t.region).to_string();
+                        (t.in_region(&home), "global".to_string())
+                    })
                     .collect()
             }
         };

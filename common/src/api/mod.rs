@@ -31,6 +31,20 @@ pub enum Scope {
     Global { home_region: &'static str },
 }
 
+impl Scope {
+    /// The region a target in `region` calls: its own for a regional quota; for a
+    /// global one, where its partition manages global quotas: `home_region` in the
+    /// commercial partition, `cn-north-1` in China, `us-gov-west-1` in GovCloud.
+    pub fn client_region<'a>(&self, region: &'a str) -> &'a str {
+        match self {
+            Scope::Regional => region,
+            Scope::Global { .. } if region.starts_with("cn-") => "cn-north-1",
+            Scope::Global { .. } if region.starts_with("us-gov-") => "us-gov-west-1",
+            Scope::Global { home_region } => home_region,
+        }
+    }
+}
+
 /// The settings a key left out of the config file takes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Defaults {
