@@ -48,6 +48,15 @@ impl Recorded {
     }
 }
 
+/// The DNS suffix of AWS endpoints in `region`'s partition.
+pub fn dns_suffix(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    }
+}
+
 /// What answers a recorded request: its status, content type and body.
 pub type Answer = dyn Fn(&Recorded) -> (u16, &'static str, Vec<u8>) + Send + Sync;
 

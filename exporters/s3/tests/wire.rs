@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use headroom_common::testing::{Recorded, RecordingClients};
+use headroom_common::testing::{dns_suffix, Recorded, RecordingClients};
 use headroom_common::{Collector, Scope, Target};
 use s3_quota_exporter::{AccessPointsCollector, BucketsCollector, DirectoryBucketsCollector};
 
@@ -38,14 +38,6 @@ async fn request(collector: &dyn Collector, region: &str) -> Recorded {
     sent.remove(0)
 }
 
-fn suffix(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    }
-}
-
 #[tokio::test]
 async fn list_buckets_goes_to_s3_of_the_partition_s_home_region() {
     for (region, home) in [
@@ -58,7 +50,7 @@ async fn list_buckets_goes_to_s3_of_the_partition_s_home_region() {
         assert_eq!(r.method, "GET");
         assert_eq!(
             r.host,
-            format!("s3.{home}.{}", suffix(home)),
+            format!("s3.{home}.{}", dns_suffix(home)),
             "{region}: {r:#?}"
         );
         assert_eq!(r.path, "/");
@@ -98,7 +90,7 @@ async fn list_access_points_names_the_account_in_host_and_header() {
         assert_eq!(r.method, "GET");
         assert_eq!(
             r.host,
-            format!("{ACCOUNT}.s3-control.{region}.{}", suffix(region)),
+            format!("{ACCOUNT}.s3-control.{region}.{}", dns_suffix(region)),
             "{r:#?}"
         );
         assert_eq!(r.path, "/v20180820/accesspoint");

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use headroom_common::testing::{Recorded, RecordingClients};
+use headroom_common::testing::{dns_suffix, Recorded, RecordingClients};
 use headroom_common::{Collector, Target};
 use servicequotas_exporter::MeteredQuotas;
 
@@ -36,14 +36,6 @@ async fn sent(collector: &dyn Collector, region: &str, source: &str) -> Vec<Reco
     clients.requests()
 }
 
-fn suffix(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    }
-}
-
 #[tokio::test]
 async fn the_report_is_read_in_the_target_s_region_and_global_quotas_in_the_partition_s_home() {
     for (region, home) in [
@@ -70,7 +62,7 @@ async fn the_report_is_read_in_the_target_s_region_and_global_quotas_in_the_part
             for r in &requests {
                 assert_eq!(
                     r.host,
-                    format!("servicequotas.{expect}.{}", suffix(expect)),
+                    format!("servicequotas.{expect}.{}", dns_suffix(expect)),
                     "{r:#?}"
                 );
                 assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/"));
@@ -94,7 +86,10 @@ async fn the_cloudwatch_source_lists_service_quotas_and_asks_cloudwatch_in_cbor(
             .collect();
         assert_eq!(gmd.len(), 1, "{requests:#?}");
         let r = gmd[0];
-        assert_eq!(r.host, format!("monitoring.{region}.{}", suffix(region)));
+        assert_eq!(
+            r.host,
+            format!("monitoring.{region}.{}", dns_suffix(region))
+        );
         assert_eq!(
             r.path,
             "/service/GraniteServiceVersion20100801/operation/GetMetricData"
