@@ -109,6 +109,31 @@ class AwsServer:
     def fault(self, **kw: Any) -> int:
         return self.post("faults", kw)["id"]
 
+    def role(self, role_arn: str, **kw: Any) -> None:
+        """What AssumeRole of `role_arn` requires: external_id, duration_s, deny."""
+        self.post("roles", {"role_arn": role_arn, **kw})
+
+    def assumed(self) -> list[dict]:
+        return requests.get(f"{self.url}/_headroom/assumed", timeout=10).json()
+
+    def seed_org(self, accounts: list[dict], ous: list[dict] | None = None, management_account: str = ACCOUNT_A,
+                 delegated_admins: list[str] | None = None, replace: bool = False) -> dict:
+        """A new AWS Organizations organisation: {"organization_id", "root_id", "ous": {path: ID}, "accounts"}."""
+        return self.post("organization", {"management_account": management_account, "ous": ous or [], "accounts": accounts,
+                                          "delegated_admins": delegated_admins or [], "replace": replace})
+
+    def add_org_accounts(self, accounts: list[dict], ous: list[dict] | None = None) -> dict:
+        return self.post("organization/accounts", {"accounts": accounts, "ous": ous or []})
+
+    def org_account_state(self, account_id: str, state: str) -> dict:
+        return self.post("organization/account_state", {"id": account_id, "state": state})
+
+    def remove_org_account(self, account_id: str) -> None:
+        self.post("organization/remove", {"id": account_id})
+
+    def org_tags(self, resource_id: str, tags: dict[str, str]) -> None:
+        self.post("organization/tags", {"id": resource_id, "tags": tags})
+
     def stop(self) -> None:
         terminate(self.proc, 10)
 

@@ -46,7 +46,9 @@ def test_ssm_exposition_matches_golden_file(aws, exporter):
     aws.seed_ssm("us-east-1", 0, 3)
     aws.seed_ssm("eu-west-1", 9_876, 0, account=ACCOUNT_B)
     config = {
-        "accounts": [{}, {"role_arn": ROLE_B, "limit_overrides": {"standard_parameters": 9_900}}],
+        "accounts": [{}, {"role_arn": ROLE_B, "limit_overrides": {"standard_parameters": 9_900},
+                          "name": "prod \"payments\"", "tags": {"team": "payments", "cost-center": "cc-42", "unused": "x"}}],
+        "account_tags": ["team", "cost-center"],
         "regions": ["eu-west-1", "us-east-1"],
         "collectors": {"ssm_parameters": {"rate_limit": 100}},
     }

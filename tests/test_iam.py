@@ -12,6 +12,12 @@ fails the test, so a new SDK call cannot ship without a decision about its permi
 The exporters are the workspace's (tests/exporters.py); each one's policy is
 deploy/iam/<its binary, with dashes>.json (ssm-quota-exporter.json,
 servicequotas-exporter.json), and the README's table names it by its binary.
+
+An action is granted to one of three identities: the reader (the exporter's policy, in
+the account it reads), the exporter's own identity to reach a reader
+(assume-role-policy.json, SOURCE_IDENTITY_ACTIONS), or the identity that reads AWS
+Organizations to discover member accounts (organizations-discovery.json,
+DISCOVERY_ACTIONS).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -29,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 IAM_DIR = ROOT / "deploy" / "iam"
 TF_DIR = ROOT / "deploy" / "terraform"
 MODULE_DIR = TF_DIR / "cross-account-role"
+DISCOVERY_MODULE_DIR = TF_DIR / "organizations-discovery"
+DISCOVERY_POLICY = IAM_DIR / "organizations-discovery.json"
 
 # (SDK crate without "aws_sdk_", fluent method) -> IAM action, from the AWS Service
 # Authorization Reference and each API's "Permissions" section. Add every new SDK call
@@ -51,6 +60,10 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("cloudwatch", "get_metric_data"): "cloudwatch:GetMetricData",
     ("sts", "assume_role"): "sts:AssumeRole",
     ("sts", "get_caller_identity"): "sts:GetCallerIdentity",
+    ("organizations", "list_accounts"): "organizations:ListAccounts",
+    ("organizations", "list_accounts_for_parent"): "organizations:ListAccountsForParent",
+    ("organizations", "list_children"): "organizations:ListChildren",
+    ("organizations", "list_tags_for_resource"): "organizations:ListTagsForResource",
 }
 
 # "No permissions are required to perform this operation", and an explicit deny does
@@ -60,6 +73,22 @@ NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}
 # Called by the exporter's own identity to reach a target account, so granted by
 # assume-role-policy.json and never by a reader policy.
 SOURCE_IDENTITY_ACTIONS = {"sts:AssumeRole"}
+
+# Called from common/ to discover member accounts (`organization:` in the config), by
+# the exporter's own identity or the role in `organization.role_arn`, in the management
+# account or a delegated administrator: granted by organizations-discovery.json, never
+# by a reader policy (a reader role is in a member account, where they fail).
+DISCOVERY_ACTIONS = {
+    "organizations:ListAccounts",
+    "organizations:ListAccountsForParent",
+    "organizations:ListChildren",
+    "organizations:ListTagsForResource",
+}
+
+# The discovery action called only when the config reads account tags (`account_tags`
+# or `organization.require_tags`) lives alone in a statement with this Sid, so that it
+# can be left out.
+DISCOVERY_OPTIONAL_STATEMENTS = {"ReadAccountTags": {"organizations:ListTagsForResource"}}
 
 # Actions a call needs besides its own: with EKS Pod Identity the exporter's session
 # carries transitive session tags, which AssumeRole passes on, and passing session tags
@@ -83,6 +112,10 @@ SCOPED_RESOURCES = {
     "ecr:GetLifecyclePolicy": "arn:*:ecr:*:*:repository/*",
     "sts:AssumeRole": "arn:*:iam::*:role/headroom-reader",
     "sts:TagSession": "arn:*:iam::*:role/headroom-reader",
+    # ListTagsForResource also takes OUs, roots and policies; the exporter reads the tags
+    # of accounts only. (ListAccountsForParent and ListChildren accept only roots and
+    # OUs, so scoping them to those ARNs would allow what "*" allows.)
+    "organizations:ListTagsForResource": "arn:*:organizations::*:account/o-*/*",
 }
 
 # The optional collector's action lives alone in a statement with this Sid, so that it
@@ -352,11 +385,17 @@ def quota_specs(crate_dir: Path) -> list[dict[str, bool]]:
     return specs
 
 
-def needed_actions(exporter: str) -> tuple[set[str], set[str]]:
-    """(what the reader policy must grant, what the exporter's own identity must be
-    granted) for one exporter: its crate's calls plus those of common/."""
+class Needs(NamedTuple):
+    reader: set[str]  # the reader policy (deploy/iam/<exporter>.json)
+    source: set[str]  # the exporter's own identity (assume-role-policy.json)
+    discovery: set[str]  # the identity that reads Organizations (organizations-discovery.json)
+
+
+def needed_actions(exporter: str) -> Needs:
+    """What each identity must be granted for one exporter: its crate's calls plus
+    those of common/."""
     crate = exporter_crates()[exporter]
-    reader, source = set(), set()
+    needs = Needs(set(), set(), set())
     own = [action_of(c) for c in sdk_calls(crate)]
     common = [action_of(c) for c in sdk_calls(ROOT / "common")]
     specs = quota_specs(crate)
@@ -364,10 +403,12 @@ def needed_actions(exporter: str) -> tuple[set[str], set[str]]:
         if action in NEEDS_NO_PERMISSION:
             continue
         if action in SOURCE_IDENTITY_ACTIONS:
-            source.add(action)
+            needs.source.add(action)
+        elif action in DISCOVERY_ACTIONS:
+            needs.discovery.add(action)
         elif action in own or common_needed(action, specs):
-            reader.add(action)
-    return reader, source
+            needs.reader.add(action)
+    return needs
 
 
 def common_needed(action: str, specs: list[dict[str, bool]]) -> bool:
@@ -443,7 +484,7 @@ def test_the_scanner_reads_chains_and_client_types():
 def test_policy_grants_exactly_what_the_exporter_calls(exporter: str):
     path = policy_path(exporter)
     assert path.exists(), f"exporter crate exporters/{exporter} has no policy {path.relative_to(ROOT)}"
-    reader, _ = needed_actions(exporter)
+    reader = needed_actions(exporter).reader
     granted = policy_actions(load(path))
     missing, extra = sorted(reader - granted), sorted(granted - reader)
     assert not missing and not extra, (
@@ -453,15 +494,41 @@ def test_policy_grants_exactly_what_the_exporter_calls(exporter: str):
 
 
 def test_assume_role_policy_grants_what_the_exporters_own_identity_calls():
-    source = set().union(*(needed_actions(e)[1] for e in EXPORTERS))
+    source = set().union(*(needed_actions(e).source for e in EXPORTERS))
     source |= set().union(*(IMPLIED_ACTIONS.get(a, set()) for a in source))
     granted = policy_actions(load(IAM_DIR / "assume-role-policy.json"))
     assert granted == source
 
 
+def test_discovery_policy_grants_exactly_what_account_discovery_calls():
+    """organizations-discovery.json grants the Organizations calls of common/, which
+    every exporter makes when the config has an `organization:` section."""
+    per_exporter = [needed_actions(e).discovery for e in EXPORTERS]
+    assert all(d == per_exporter[0] for d in per_exporter), per_exporter
+    called = per_exporter[0]
+    assert called, "common/ no longer calls Organizations: remove organizations-discovery.json and DISCOVERY_ACTIONS"
+    stale = DISCOVERY_ACTIONS - called
+    assert not stale, f"DISCOVERY_ACTIONS lists actions the code no longer calls: {sorted(stale)}"
+    granted = policy_actions(load(DISCOVERY_POLICY))
+    missing, extra = sorted(called - granted), sorted(granted - called)
+    assert not missing and not extra, (
+        f"{DISCOVERY_POLICY.relative_to(ROOT)}: the code calls actions the policy does not grant: {missing}; "
+        f"the policy grants actions the code never calls: {extra}"
+    )
+    for s in load(DISCOVERY_POLICY)["Statement"]:
+        actions = set(as_list(s["Action"]))
+        for sid, optional in DISCOVERY_OPTIONAL_STATEMENTS.items():
+            if actions & optional:
+                assert s["Sid"] == sid and actions == optional, s
+
+
 def test_every_policy_file_is_a_valid_identity_policy():
     files = sorted(IAM_DIR.glob("*.json"))
-    assert {f.name for f in files} == {policy_path(e).name for e in EXPORTERS} | {"assume-role-policy.json", "trust-policy.json"}
+    assert {f.name for f in files} == {policy_path(e).name for e in EXPORTERS} | {
+        "assume-role-policy.json",
+        "trust-policy.json",
+        DISCOVERY_POLICY.name,
+    }
     for f in files:
         doc = load(f)
         assert doc.get("Version") == "2012-10-17", f.name
@@ -507,14 +574,24 @@ def readme_iam_section() -> str:
     return m.group(1)
 
 
-def readme_table() -> dict[str, set[str]]:
+class ReadmeTable(NamedTuple):
+    by_exporter: dict[str, set[str]]  # by exporter binary name
+    discovery: set[str]  # the `discovery` rows: organizations-discovery.json
+
+
+def readme_table() -> ReadmeTable:
     """Actions by exporter binary name, from the section's table (`all` rows go to every
-    exporter)."""
+    exporter), and the actions of its `discovery` rows, which go to no exporter: they
+    are granted to the identity that reads Organizations."""
     rows = [l for l in readme_iam_section().splitlines() if l.startswith("|")]
     assert len(rows) > 2, "the IAM permissions section has no table"
     by_exporter: dict[str, set[str]] = {BY_SHORT[e].binary: set() for e in EXPORTERS}
+    discovery: set[str] = set()
     for row in rows[2:]:
         cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        if cells[0] == "discovery":
+            discovery |= set(ACTION_RE.findall(cells[1]))
+            continue
         who = re.findall(r"`(\w+_exporter)`", cells[0])
         if cells[0] == "all":
             who = list(by_exporter)
@@ -522,13 +599,13 @@ def readme_table() -> dict[str, set[str]]:
         for w in who:
             assert w in by_exporter, f"README IAM table names an unknown exporter: {w}"
             by_exporter[w] |= set(ACTION_RE.findall(cells[1]))
-    return by_exporter
+    return ReadmeTable(by_exporter, discovery)
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
 def test_readme_table_lists_exactly_the_policies_actions(exporter: str):
     binary = BY_SHORT[exporter].binary
-    listed = readme_table()[binary]
+    listed = readme_table().by_exporter[binary]
     want = policy_actions(load(policy_path(exporter))) | policy_actions(load(IAM_DIR / "assume-role-policy.json"))
     hint = (
         f"; {sorted(listed & NEEDS_NO_PERMISSION)} need no permission: mention them below the table, not in it"
@@ -537,6 +614,16 @@ def test_readme_table_lists_exactly_the_policies_actions(exporter: str):
     assert listed == want, (
         f"README.md 'IAM permissions' table for {binary} lists {sorted(listed)}, "
         f"but deploy/iam grants {sorted(want)}: missing {sorted(want - listed)}, extra {sorted(listed - want)}{hint}"
+    )
+
+
+def test_readme_table_lists_exactly_the_discovery_actions():
+    listed = readme_table().discovery
+    want = policy_actions(load(DISCOVERY_POLICY))
+    assert listed == want, (
+        f"README.md 'IAM permissions' table: its `discovery` rows list {sorted(listed)}, "
+        f"{DISCOVERY_POLICY.relative_to(ROOT)} grants {sorted(want)}: missing {sorted(want - listed)}, "
+        f"extra {sorted(listed - want)}"
     )
 
 
@@ -575,7 +662,8 @@ def test_the_iam_readme_table_lists_every_policy_file_with_its_actions():
 
 def tf_files() -> list[Path]:
     files = sorted(TF_DIR.rglob("*.tf"))
-    assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf"} <= {f.name for f in files if f.parent == MODULE_DIR}
+    for module in (MODULE_DIR, DISCOVERY_MODULE_DIR):
+        assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf"} <= {f.name for f in files if f.parent == module}, module
     return files
 
 
@@ -584,7 +672,14 @@ def test_terraform_reads_the_policy_files_and_names_no_read_action():
     for e in EXPORTERS:
         assert f'"${{path.module}}/../../iam/{policy_path(e).name}"' in main, f"main.tf does not read {policy_path(e).name}"
         assert (MODULE_DIR / "../../iam" / policy_path(e).name).resolve() == policy_path(e)
-    prefixes = sorted({a.split(":")[0] for e in EXPORTERS for a in policy_actions(load(policy_path(e)))})
+    discovery_main = (DISCOVERY_MODULE_DIR / "main.tf").read_text()
+    assert f'"${{path.module}}/../../iam/{DISCOVERY_POLICY.name}"' in discovery_main, f"organizations-discovery/main.tf does not read {DISCOVERY_POLICY.name}"
+    assert (DISCOVERY_MODULE_DIR / "../../iam" / DISCOVERY_POLICY.name).resolve() == DISCOVERY_POLICY
+    prefixes = sorted(
+        {a.split(":")[0] for e in EXPORTERS for a in policy_actions(load(policy_path(e)))}
+        | {a.split(":")[0] for a in policy_actions(load(DISCOVERY_POLICY))}
+    )
+    assert "organizations" in prefixes
     inlined = re.compile(rf'"({"|".join(map(re.escape, prefixes))}):[A-Za-z*]')
     for f in tf_files():
         m = inlined.search(f.read_text())
@@ -622,6 +717,13 @@ def test_terraform_parses():
     variables = {k.strip('"') for v in parsed["variables.tf"]["variable"] for k in v}
     assert {"exporter_role_arn", "external_id", "exporters"} <= variables
     aws = parsed["versions.tf"]["terraform"][0]["required_providers"][0]["aws"]
+    assert aws["source"].strip('"') == "hashicorp/aws"
+    assert re.fullmatch(r">=\s*5(\.\d+)*", aws["version"].strip('"'))
+    discovery = {f.name: hcl2.loads(f.read_text()) for f in tf_files() if f.parent == DISCOVERY_MODULE_DIR}
+    variables = {k.strip('"') for v in discovery["variables.tf"]["variable"] for k in v}
+    assert {"role_name", "policy_name"} <= variables
+    assert {k.strip('"') for o in discovery["outputs.tf"]["output"] for k in o} >= {"policy_arn"}
+    aws = discovery["versions.tf"]["terraform"][0]["required_providers"][0]["aws"]
     assert aws["source"].strip('"') == "hashicorp/aws"
     assert re.fullmatch(r">=\s*5(\.\d+)*", aws["version"].strip('"'))
     for readme in sorted(TF_DIR.rglob("README.md")):

@@ -72,15 +72,15 @@ def test_promtool_unit_tests_catch_a_broken_rule(tmp_path):
 THRESHOLD_MUTATIONS = [
     (
         "the ratio averages the replicas",
-        "max without (instance, job, pod, namespace, service, endpoint, container) (aws_quota_usage)",
-        "avg without (instance, job, pod, namespace, service, endpoint, container) (aws_quota_usage)",
+        "or on (account_id)\nmax without (instance, job, pod, namespace, service, endpoint, container) (aws_quota_usage)",
+        "or on (account_id)\navg without (instance, job, pod, namespace, service, endpoint, container) (aws_quota_usage)",
         ["replicas that disagree, exactly at the thresholds"],
         "AwsQuotaAlmostFull",
     ),
     (
         "a quota exactly at its threshold does not alert",
-        '>= ignoring (severity)\n(quota:aws_quota_alert_threshold:ratio{severity="critical"} <= 1)',
-        '> ignoring (severity)\n(quota:aws_quota_alert_threshold:ratio{severity="critical"} <= 1)',
+        '>= ignoring (severity, account_name, tag_team, tag_env) group_left ()\n(quota:aws_quota_alert_threshold:ratio{severity="critical"} <= 1)',
+        '> ignoring (severity, account_name, tag_team, tag_env) group_left ()\n(quota:aws_quota_alert_threshold:ratio{severity="critical"} <= 1)',
         ["replicas that disagree, exactly at the thresholds"],
         "AwsQuotaAlmostFull",
     ),
@@ -121,10 +121,31 @@ THRESHOLD_MUTATIONS = [
     ),
     (
         '"never" does not silence the forecast',
-        'quota:aws_quota_usage:ratio offset 1d\nunless ignoring (severity)\nquota:aws_quota_alert_threshold:ratio{severity="warning"} > 1\n',
+        'quota:aws_quota_usage:ratio offset 1d\nunless ignoring (severity, account_name, tag_team, tag_env)\nquota:aws_quota_alert_threshold:ratio{severity="warning"} > 1\n',
         "quota:aws_quota_usage:ratio offset 1d\n",
         ["thresholds: never silences the forecast"],
         "AwsQuotaFillingUp",
+    ),
+    (
+        "an account without aws_quota_account_info loses its ratios",
+        "or on (account_id)\n",
+        "and on (account_id)\n",
+        ["account names"],
+        "AwsQuotaAlmostFull",
+    ),
+    (
+        "exporters that disagree on an account's labels break the join",
+        "topk by (account_id) (1,\n",
+        "(\n",
+        ["account names"],
+        "quota:aws_quota_usage:ratio",
+    ),
+    (
+        "the name and team are not carried to the alerts",
+        "group_left (account_name, tag_team, tag_env)",
+        "group_left ()",
+        ["account names"],
+        "AwsQuotaAlmostFull",
     ),
 ]
 
@@ -158,7 +179,9 @@ def test_promtool_unit_tests_catch_a_broken_threshold(tmp_path, what, old, new, 
     assert r.returncode == 0, f"{what}: the mutant is not a valid rule file: {r.stdout + r.stderr}"
     r = promtool("test", "rules", "one.test.yml", cwd=tmp_path)
     assert r.returncode != 0, f"{what}: the unit tests still pass: {r.stdout}"
-    assert f"alertname: {alert}" in r.stdout + r.stderr, r.stdout + r.stderr
+    # The alert that went wrong, or the rule that failed to evaluate.
+    out = r.stdout + r.stderr
+    assert f"alertname: {alert}" in out or f"rule: {alert}," in out, out
 
 
 def test_every_alert_has_severity_annotations_and_its_runbook_section():

@@ -23,9 +23,21 @@ What the layer adds, per request, in front of moto (everything else is moto's):
   every period (60 s unless seeded otherwise) over the past hours at the seeded usage,
   exact dimension matching, at most 500 queries, MaxDatapoints paging; a metric can be
   made late (its newest datapoint minutes old) or empty.
+- AWS Organizations from the layer's own organisation, seeded through the control API
+  with caller-chosen account IDs (moto's ListAccounts pages at 100, its ListChildren
+  not at all): ListAccounts, ListAccountsForParent, ListChildren,
+  ListOrganizationalUnitsForParent, ListTagsForResource, ListRoots (at most 20 a page,
+  MaxResults 1..20, more is InvalidInputException MAX_VALUE_EXCEEDED), DescribeOrganization
+  and DescribeAccount; accounts with Status and State (CLOSED reads Status SUSPENDED),
+  JoinedMethod and JoinedTimestamp; AWS-like IDs (o-, r-, ou-<root>-); only the
+  management account and delegated administrators may list (another member gets
+  AccessDeniedException, an account outside the organisation
+  AWSOrganizationsNotInUseException); errors in Organizations' shape (Message, Reason).
+  Other Organizations operations go to moto, which knows nothing of this organisation.
 - Paging like AWS on every listing the exporters call (DescribeParameters,
   DescribeRepositories, ListImages, ListBuckets, ListDirectoryBuckets, ListAccessPoints,
-  ListServices, ListServiceQuotas, ListAWSDefaultServiceQuotas): opaque signed tokens
+  ListServices, ListServiceQuotas, ListAWSDefaultServiceQuotas and the Organizations
+  listings above; Organizations is global, so its tokens bind no region): opaque signed tokens
   bound to the operation, account, region and the request's own inputs, expiring after
   15 minutes (settable), refused otherwise with each service's own error code; with
   short pages on, every listing answers empty, short and full pages that carry tokens.
@@ -34,11 +46,14 @@ What the layer adds, per request, in front of moto (everything else is moto's):
 - Fast seeding of thousands of parameters straight into moto's backend.
 - A request log, so tests can count calls from the server's side.
 - AssumeRole as a role's trust policy has it: a role may require an external ID
-  (AccessDenied without it) and hand out credentials that expire in seconds; requests
-  signed with expired credentials are refused (ExpiredToken), as AWS refuses them.
+  (AccessDenied without it), be denied outright (AccessDenied, as for a member account
+  without that role or whose trust policy leaves the caller out) and hand out
+  credentials that expire in seconds; requests signed with expired credentials are
+  refused (ExpiredToken), as AWS refuses them. Any account ID can be assumed into:
+  requests signed with the credentials count as that account's (log, moto's data).
 
 Control API (JSON over HTTP, under /_headroom/):
-  POST /_headroom/reset                     forget faults, quotas, log, settings
+  POST /_headroom/reset                     forget faults, quotas, log, settings, organization
   POST /_headroom/seed/ssm                  {"account","region","standard","advanced","prefix"}
   POST /_headroom/quotas                    {"account","region","service_code","quota_code",
                                              "applied": number|"NoSuchResource"|"AccessDenied",
@@ -59,12 +74,30 @@ Control API (JSON over HTTP, under /_headroom/):
   POST /_headroom/faults                    {"operation","account","region","code","status",
                                              "every","times","latency_ms"} (all optional but code
                                              or latency_ms); returns {"id"}
+  POST /_headroom/faults/delete             {"id"}: that fault no longer fires
   POST /_headroom/settings                  {"short_pages": bool, "token_ttl_s": seconds}
   GET  /_headroom/log                       [{"operation","account","region","status"}]
   GET  /_headroom/issued_secrets            [secret keys and session tokens AssumeRole gave out]
-  POST /_headroom/roles                     {"role_arn","external_id","duration_s"}: what AssumeRole of
-                                             that role requires (AccessDenied without the external ID)
-                                             and how long its credentials live (then ExpiredToken)
+  POST /_headroom/roles                     {"role_arn","external_id","duration_s","deny"}: what AssumeRole
+                                             of that role requires (AccessDenied without the external ID;
+                                             always with "deny": true) and how long its credentials live
+                                             (then ExpiredToken)
+  POST /_headroom/organization              {"management_account" (default 123456789012),
+                                             "ous": [{"name","tags","children": [...]}],
+                                             "accounts": [{"id" (12 digits),"name","email","ou" (path of OU
+                                               names, ""/absent = root),"tags","state","joined_method",
+                                               "joined"}],
+                                             "delegated_admins": [account IDs], "replace": bool}: a new
+                                             organization (refused if one exists without replace); the
+                                             management account is added in the root as "management"
+                                             unless listed; returns {"organization_id","root_id",
+                                             "ous": {path: OU ID},"accounts": [IDs]}
+  POST /_headroom/organization/accounts     {"ous","accounts"} added (OUs merged by path);
+                                             returns {"ous","accounts"}
+  POST /_headroom/organization/account_state {"id","state"}: PENDING_ACTIVATION, ACTIVE, SUSPENDED,
+                                             PENDING_CLOSURE or CLOSED; returns {"id","state","status"}
+  POST /_headroom/organization/remove       {"id"}: the account leaves (not the management account)
+  POST /_headroom/organization/tags         {"id","tags"}: replaces the tags of an account, OU or root
   GET  /_headroom/assumed                   [{"role_arn","external_id","session_name","at","refused","expires"}]
   GET  /_headroom/health                    {"ok": true}
 
@@ -76,6 +109,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import datetime
 import hashlib
 import hmac
@@ -84,6 +118,7 @@ import json
 import math
 import os
 import re
+import secrets
 import sys
 import threading
 import time
@@ -106,6 +141,14 @@ S3_CONTROL_OPERATIONS = ("ListAccessPoints",)
 # CloudWatch's Smithy service name: the RPC v2 CBOR path segment and the JSON target prefix.
 CLOUDWATCH_SERVICE = "GraniteServiceVersion20100801"
 CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
+# AWS Organizations' JSON target prefix, and the operations the layer answers from its
+# own organisation model (every other Organizations operation goes to moto, which knows
+# nothing of it).
+ORGANIZATIONS_TARGET = "AWSOrganizationsV20161128"
+ORGANIZATIONS_OPERATIONS = (
+    "ListAccounts", "ListAccountsForParent", "ListChildren", "ListOrganizationalUnitsForParent",
+    "ListTagsForResource", "ListRoots", "DescribeOrganization", "DescribeAccount",
+)
 
 
 @dataclass
@@ -242,9 +285,13 @@ class State:
     # (account, region) -> directory buckets; (account, region) -> (on buckets, other) access points
     directory_buckets: dict[tuple[str, str], int] = field(default_factory=dict)
     access_points: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    # The AWS Organizations organisation seeded through the control API (None: no
+    # account is in an organisation, as in a fresh moto).
+    org: Organization | None = None
 
     def reset(self) -> None:
         with self.lock:
+            self.org = None
             self.faults.clear()
             self.quotas.clear()
             self.log.clear()
@@ -288,6 +335,13 @@ def aws_json_error(start: Callable, status: int, code: str, message: str) -> lis
     return json_response(
         start, status, {"__type": code, "message": message}, [("x-amzn-ErrorType", f"{code}:http://internal.amazon.com/coral/")]
     )
+
+
+def org_error(start: Callable, status: int, code: str, message: str, reason: str | None = None) -> list[bytes]:
+    """An AWS Organizations error: its shapes carry `Message` (capital M), and
+    InvalidInputException a `Reason` from the InvalidInputExceptionReason enum."""
+    body = {"__type": code, "Message": message, **({"Reason": reason} if reason else {})}
+    return json_response(start, status, body, [("x-amzn-ErrorType", f"{code}:http://internal.amazon.com/coral/com.amazonaws.awsorganizations.v20161128/")])
 
 
 def xml_error(start: Callable, status: int, code: str, message: str, wrapped: bool = True) -> list[bytes]:
@@ -412,6 +466,7 @@ class Layer:
             operation = target.split(".", 1)[1] if "." in target else s3_op or self.query_operation(environ, body, signing_service)
         xml = signing_service in ("sts", "s3", "s3express", "iam")
         cloudwatch = cbor_service == CLOUDWATCH_SERVICE or target.startswith(CLOUDWATCH_SERVICE + ".")
+        organizations = target.startswith(ORGANIZATIONS_TARGET + ".")
 
         fault = self.pick_fault(operation, account, region)
         status_box: list[int] = []
@@ -435,9 +490,13 @@ class Layer:
                         return xml_error(recording_start, fault.status, fault.code, fault.message, wrapped=not s3_rest)
                     if cloudwatch:
                         return query_compatible_error(recording_start, bool(cbor_op), fault.status, fault.code, fault.message)
+                    if organizations:
+                        return org_error(recording_start, fault.status, fault.code, fault.message)
                     return aws_json_error(recording_start, fault.status, fault.code, fault.message)
             if cloudwatch:
                 return self.cloudwatch(account, region, operation, body, bool(cbor_op), recording_start)
+            if organizations and operation in ORGANIZATIONS_OPERATIONS:
+                return self.organizations(account, operation, body, recording_start)
             if s3_op in ("ListBuckets", "ListDirectoryBuckets", "ListAccessPoints"):
                 return getattr(self, s3_op.lower())(environ, account, region, recording_start)
             if target == "AmazonSSM.DescribeParameters":
@@ -480,8 +539,8 @@ class Layer:
 
     @staticmethod
     def check_assume_role(body: bytes, caller: str) -> str | None:
-        """Records an AssumeRole; the refusal's message if the role requires an external
-        ID the request does not carry (AWS answers AccessDenied)."""
+        """Records an AssumeRole; the refusal's message if the role is denied or requires
+        an external ID the request does not carry (AWS answers AccessDenied)."""
         from urllib.parse import parse_qs
 
         params = {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
@@ -493,7 +552,10 @@ class Layer:
                 "session_name": params.get("RoleSessionName"), "at": time.time(),
                 "refused": False, "expires": None,
             })
-            if wants.get("external_id") is not None and params.get("ExternalId") != wants["external_id"]:
+            # A denied role: the member account has no such role, or its trust policy
+            # does not name the caller; AWS answers both alike.
+            denied = bool(wants.get("deny"))
+            if denied or wants.get("external_id") is not None and params.get("ExternalId") != wants["external_id"]:
                 STATE.assumed[-1]["refused"] = True
                 return f"User: arn:aws:iam::{caller}:user/headroom is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
         return None
@@ -961,6 +1023,24 @@ class Layer:
                 result["Timestamps"] = [cbor2.CBORTag(1, float(t)) for t in result["Timestamps"]]
         return reply(out)
 
+    # --- Organizations -----------------------------------------------------------------
+    # Answered from the layer's organisation (org_answer), global: the signing region
+    # (us-east-1) is not part of a token's binding.
+
+    def organizations(self, account: str, operation: str, body: bytes, start: Callable) -> list[bytes]:
+        try:
+            req = json.loads(body or b"{}")
+            if not isinstance(req, dict):
+                raise ValueError("the request body is not a structure")
+        except ValueError as e:
+            return org_error(start, 400, "SerializationException", f"cannot decode the request: {e}")
+        try:
+            with STATE.lock:
+                out = org_answer(STATE.org, account, operation, req)
+        except OrgError as e:
+            return org_error(start, 400, e.code, e.message, e.reason)
+        return json_response(start, 200, out)
+
     # --- control -------------------------------------------------------------------------
 
     def control(self, environ: dict, path: str, body: bytes, start: Callable) -> list[bytes]:
@@ -987,7 +1067,7 @@ class Layer:
             with STATE.lock:
                 return list(STATE.issued_secrets)
         if action == "roles":
-            role = {k: req[k] for k in ("external_id", "duration_s") if req.get(k) is not None}
+            role = {k: req[k] for k in ("external_id", "duration_s", "deny") if req.get(k) is not None}
             with STATE.lock:
                 STATE.roles[str(req["role_arn"])] = role
             return {"ok": True}
@@ -1044,6 +1124,10 @@ class Layer:
                 STATE.next_fault += 1
                 STATE.faults.append(f)
             return {"id": f.id}
+        if action == "faults/delete":
+            with STATE.lock:
+                STATE.faults = [f for f in STATE.faults if f.id != int(req["id"])]
+            return {"ok": True}
         if action == "seed/s3":
             return seed_s3(
                 req.get("account", DEFAULT_ACCOUNT), req.get("buckets", {}), req.get("directory_buckets", {}),
@@ -1051,6 +1135,10 @@ class Layer:
             )
         if action == "seed/ecr":
             return seed_ecr(req.get("account", DEFAULT_ACCOUNT), req["region"], req.get("repositories", {}), int(req.get("empty", 0)), req.get("prefix", "empty"))
+        if action == "organization":
+            return seed_organization(req)
+        if action in ("organization/accounts", "organization/account_state", "organization/remove", "organization/tags"):
+            return change_organization(action.split("/", 1)[1], req)
         if action == "seed/ssm":
             return seed_ssm(
                 req.get("account", DEFAULT_ACCOUNT),
@@ -1151,6 +1239,302 @@ def seed_ecr(account: str, region: str, repositories: dict[str, dict], empty: in
     for i in range(empty):
         repo(f"{prefix}-{i:05d}")
     return {"repositories": len(repositories) + empty, "images": images}
+
+
+# --- AWS Organizations ----------------------------------------------------------------------
+# The layer keeps its own organisation: moto's ListAccounts pages at 100, its ListChildren
+# does not page, and it cannot take caller-chosen account IDs or account states.
+
+ORG_PAGE_MAX = 20  # MaxResults 1..20 on every Organizations listing; AWS's own page size
+ACCOUNT_STATES = ("PENDING_ACTIVATION", "ACTIVE", "SUSPENDED", "PENDING_CLOSURE", "CLOSED")
+# The Status AWS still reports beside each State (Status has no PENDING_ACTIVATION or
+# CLOSED: a closed account stays SUSPENDED in it until it leaves the organisation).
+STATUS_OF_STATE = {"PENDING_ACTIVATION": "ACTIVE", "ACTIVE": "ACTIVE", "SUSPENDED": "SUSPENDED", "PENDING_CLOSURE": "PENDING_CLOSURE", "CLOSED": "SUSPENDED"}
+ACCOUNT_ID_RE = re.compile(r"\d{12}")
+ROOT_ID_RE = re.compile(r"r-[0-9a-z]{4,32}")
+OU_ID_RE = re.compile(r"ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}")
+ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def random_id(n: int) -> str:
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(n))
+
+
+@dataclass
+class OrgAccount:
+    id: str
+    name: str
+    email: str
+    parent: str  # the root's or an OU's ID
+    state: str = "ACTIVE"
+    joined_method: str = "CREATED"
+    joined: float = 0.0  # epoch seconds
+
+
+@dataclass
+class OrgUnit:
+    id: str
+    name: str
+    parent: str
+    path: str  # the OU names from the root, joined by "/"
+
+
+@dataclass
+class Organization:
+    """One organisation: a root, OUs and accounts in creation order (the order the
+    listings answer in), tags of any of them, and the delegated administrators that
+    may call the listings besides the management account."""
+
+    id: str
+    management: str
+    root: str
+    ous: dict[str, OrgUnit] = field(default_factory=dict)
+    accounts: dict[str, OrgAccount] = field(default_factory=dict)
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    delegated_admins: set[str] = field(default_factory=set)
+
+    def arn(self, kind: str, resource: str) -> str:
+        return f"arn:aws:organizations::{self.management}:{kind}/{self.id}/{resource}"
+
+    def ou_by_path(self, path: str) -> str:
+        """The ID of the OU at `path` ("" is the root)."""
+        path = path.strip("/")
+        if not path:
+            return self.root
+        for ou in self.ous.values():
+            if ou.path == path:
+                return ou.id
+        raise ValueError(f"no OU at path {path!r}")
+
+    def account_item(self, a: OrgAccount) -> dict[str, Any]:
+        return {
+            "Id": a.id, "Arn": self.arn("account", a.id), "Email": a.email, "Name": a.name,
+            "Status": STATUS_OF_STATE[a.state], "State": a.state,
+            "JoinedMethod": a.joined_method, "JoinedTimestamp": a.joined,
+        }
+
+    def ou_item(self, ou: OrgUnit) -> dict[str, Any]:
+        return {"Id": ou.id, "Arn": self.arn("ou", ou.id), "Name": ou.name}
+
+    def description(self) -> dict[str, Any]:
+        return {
+            "Id": self.id, "Arn": f"arn:aws:organizations::{self.management}:organization/{self.id}",
+            "FeatureSet": "ALL", "MasterAccountArn": self.arn("account", self.management),
+            "MasterAccountId": self.management, "MasterAccountEmail": self.accounts[self.management].email,
+            "AvailablePolicyTypes": [{"Type": "SERVICE_CONTROL_POLICY", "Status": "ENABLED"}],
+        }
+
+    def add_ous(self, specs: list[dict[str, Any]], parent: str = "", created: dict[str, str] | None = None) -> dict[str, str]:
+        """Adds nested OUs ({"name", "children", "tags"}) under the OU at path `parent`,
+        keeping those that exist by path; OU IDs by path."""
+        created = {} if created is None else created
+        parent_id = self.ou_by_path(parent)
+        for spec in specs:
+            name = str(spec["name"])
+            if not name or "/" in name:
+                raise ValueError(f"an OU name must be non-empty without '/': {name!r}")
+            path = f"{parent}/{name}" if parent else name
+            try:
+                ou_id = self.ou_by_path(path)
+            except ValueError:
+                ou_id = f"ou-{self.root[2:]}-{random_id(8)}"
+                while ou_id in self.ous:
+                    ou_id = f"ou-{self.root[2:]}-{random_id(8)}"
+                self.ous[ou_id] = OrgUnit(ou_id, name, parent_id, path)
+            if spec.get("tags") is not None:
+                self.tags[ou_id] = {str(k): str(v) for k, v in spec["tags"].items()}
+            created[path] = ou_id
+            self.add_ous(list(spec.get("children") or []), path, created)
+        return created
+
+    def add_accounts(self, specs: list[dict[str, Any]]) -> list[str]:
+        """Adds accounts ({"id", "name", "email", "ou", "tags", "state", "joined_method",
+        "joined"}); their IDs."""
+        ids = []
+        for spec in specs:
+            account_id = str(spec["id"])
+            if not ACCOUNT_ID_RE.fullmatch(account_id):
+                raise ValueError(f"an account ID is 12 digits: {account_id!r}")
+            if account_id in self.accounts:
+                raise ValueError(f"account {account_id} is already in the organization")
+            state = str(spec.get("state", "ACTIVE"))
+            if state not in ACCOUNT_STATES:
+                raise ValueError(f"state must be one of {ACCOUNT_STATES}: {state!r}")
+            self.accounts[account_id] = OrgAccount(
+                id=account_id,
+                name=str(spec.get("name", f"account-{account_id}")),
+                email=str(spec.get("email", f"aws+{account_id}@example.com")),
+                parent=self.ou_by_path(str(spec.get("ou") or "")),
+                state=state,
+                # The management account created the organisation; AWS lists it as INVITED.
+                joined_method=str(spec.get("joined_method", "INVITED" if account_id == self.management else "CREATED")),
+                joined=float(spec.get("joined", time.time())),
+            )
+            if spec.get("tags") is not None:
+                self.tags[account_id] = {str(k): str(v) for k, v in spec["tags"].items()}
+            ids.append(account_id)
+        return ids
+
+
+def seed_organization(req: dict[str, Any]) -> dict[str, Any]:
+    """A new organisation (POST /_headroom/organization); the management account is
+    one of its accounts, in the root and named "management" unless listed. Built
+    whole before it replaces the old one, so a bad request changes nothing."""
+    management = str(req.get("management_account", DEFAULT_ACCOUNT))
+    if not ACCOUNT_ID_RE.fullmatch(management):
+        raise ValueError(f"management_account is 12 digits: {management!r}")
+    org = Organization(id=f"o-{random_id(10)}", management=management, root=f"r-{random_id(4)}")
+    ous = org.add_ous(list(req.get("ous") or []))
+    specs = list(req.get("accounts") or [])
+    if not any(str(s.get("id")) == management for s in specs):
+        specs.insert(0, {"id": management, "name": "management"})
+    ids = org.add_accounts(specs)
+    for admin in req.get("delegated_admins") or []:
+        if str(admin) not in org.accounts or str(admin) == management:
+            raise ValueError(f"a delegated administrator must be a member account of the organization: {admin!r}")
+        org.delegated_admins.add(str(admin))
+    with STATE.lock:
+        if STATE.org is not None and not req.get("replace", False):
+            raise ValueError("an organization exists: pass replace, or add to it with organization/accounts")
+        STATE.org = org
+    return {"organization_id": org.id, "root_id": org.root, "ous": ous, "accounts": ids}
+
+
+def change_organization(action: str, req: dict[str, Any]) -> dict[str, Any]:
+    """The organization/... control actions, on a copy that replaces the organisation
+    only if the whole request is valid."""
+    with STATE.lock:
+        if STATE.org is None:
+            raise ValueError("no organization: seed one with POST /_headroom/organization")
+        org = copy.deepcopy(STATE.org)
+    out: dict[str, Any]
+    if action == "accounts":
+        ous = org.add_ous(list(req.get("ous") or []))
+        out = {"ous": ous, "accounts": org.add_accounts(list(req.get("accounts") or []))}
+    else:
+        resource = str(req["id"])
+        if action == "tags":
+            if resource not in org.accounts and resource not in org.ous and resource != org.root:
+                raise ValueError(f"no account, OU or root {resource} in the organization")
+            org.tags[resource] = {str(k): str(v) for k, v in dict(req["tags"]).items()}
+            out = {"id": resource, "tags": org.tags[resource]}
+        elif resource not in org.accounts:
+            raise ValueError(f"no account {resource} in the organization")
+        elif action == "account_state":
+            state = str(req["state"])
+            if state not in ACCOUNT_STATES:
+                raise ValueError(f"state must be one of {ACCOUNT_STATES}: {state!r}")
+            org.accounts[resource].state = state
+            out = {"id": resource, "state": state, "status": STATUS_OF_STATE[state]}
+        elif action == "remove":
+            if resource == org.management:
+                raise ValueError("the management account cannot leave its organization")
+            del org.accounts[resource]
+            org.tags.pop(resource, None)
+            # Leaving the organisation ends a delegated administrator's registration.
+            org.delegated_admins.discard(resource)
+            out = {"id": resource, "removed": True}
+        else:
+            raise ValueError(f"no organization action {action}")
+    with STATE.lock:
+        STATE.org = org
+    return out
+
+
+class OrgError(Exception):
+    """A client error of an Organizations operation, in its own error shape."""
+
+    def __init__(self, code: str, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.reason = code, message, reason
+
+
+def org_page(org_operation: str, bind: list[Any], items: list[Any], req: dict[str, Any], key: str, paged_by_caller: bool = True) -> dict[str, Any]:
+    """One page of an Organizations listing: at most 20 items (MaxResults 1..20, else
+    InvalidInputException as AWS answers a value out of range), with the server's
+    signed tokens; a token that is not one of this listing's is InvalidInputException
+    (INVALID_NEXT_TOKEN)."""
+    max_results = req.get("MaxResults", ORG_PAGE_MAX) if paged_by_caller else ORG_PAGE_MAX
+    if not isinstance(max_results, int) or isinstance(max_results, bool):
+        raise OrgError("SerializationException", f"MaxResults must be an integer: {max_results!r}")
+    if max_results < 1:
+        raise OrgError("InvalidInputException", "You provided a value for MaxResults that is less than the minimum allowed (1).", "MIN_VALUE_EXCEEDED")
+    if max_results > ORG_PAGE_MAX:
+        raise OrgError("InvalidInputException", f"You provided a value for MaxResults that exceeds the maximum allowed ({ORG_PAGE_MAX}).", "MAX_VALUE_EXCEEDED")
+    try:
+        offset, end, token = page_window(org_operation, bind, len(items), max_results, req.get("NextToken"))
+    except BadToken as e:
+        raise OrgError("InvalidInputException", str(e), "INVALID_NEXT_TOKEN") from None
+    out: dict[str, Any] = {key: items[offset:end]}
+    if token:
+        out["NextToken"] = token
+    return out
+
+
+def org_parent(org: Organization, req: dict[str, Any]) -> str:
+    """The request's ParentId: a root or an OU of the organisation."""
+    parent = req.get("ParentId")
+    if not parent:
+        raise OrgError("InvalidInputException", "You must specify a value for ParentId.", "INPUT_REQUIRED")
+    if not isinstance(parent, str) or not (ROOT_ID_RE.fullmatch(parent) or OU_ID_RE.fullmatch(parent)):
+        raise OrgError("InvalidInputException", f"The ParentId {parent!r} does not match the required pattern.", "INVALID_PATTERN")
+    if parent != org.root and parent not in org.ous:
+        raise OrgError("ParentNotFoundException", "We can't find a root or OU with the ParentId that you specified.")
+    return parent
+
+
+def org_answer(org: Organization | None, caller: str, operation: str, req: dict[str, Any]) -> dict[str, Any]:
+    """The answer of an Organizations operation to `caller`. An account outside every
+    organisation gets AWSOrganizationsNotInUseException; a member account that is not
+    a delegated administrator may only describe the organisation (AccessDeniedException
+    otherwise), as AWS answers. The caller holds STATE.lock."""
+    if org is None or caller not in org.accounts:
+        raise OrgError("AWSOrganizationsNotInUseException", "Your account is not a member of an organization.")
+    if operation == "DescribeOrganization":
+        return {"Organization": org.description()}
+    if caller != org.management and caller not in org.delegated_admins:
+        raise OrgError("AccessDeniedException", "You don't have permissions to access this resource.")
+    if operation == "ListAccounts":
+        items = [org.account_item(a) for a in org.accounts.values()]
+        return org_page(operation, [caller], items, req, "Accounts")
+    if operation == "ListAccountsForParent":
+        parent = org_parent(org, req)
+        items = [org.account_item(a) for a in org.accounts.values() if a.parent == parent]
+        return org_page(operation, [caller, parent], items, req, "Accounts")
+    if operation == "ListChildren":
+        child_type = req.get("ChildType")
+        if child_type not in ("ACCOUNT", "ORGANIZATIONAL_UNIT"):
+            raise OrgError("InvalidInputException", f"ChildType must be ACCOUNT or ORGANIZATIONAL_UNIT: {child_type!r}", "INVALID_ENUM" if child_type else "INPUT_REQUIRED")
+        parent = org_parent(org, req)
+        if child_type == "ACCOUNT":
+            items = [{"Id": a.id, "Type": "ACCOUNT"} for a in org.accounts.values() if a.parent == parent]
+        else:
+            items = [{"Id": ou.id, "Type": "ORGANIZATIONAL_UNIT"} for ou in org.ous.values() if ou.parent == parent]
+        return org_page(operation, [caller, parent, child_type], items, req, "Children")
+    if operation == "ListOrganizationalUnitsForParent":
+        parent = org_parent(org, req)
+        items = [org.ou_item(ou) for ou in org.ous.values() if ou.parent == parent]
+        return org_page(operation, [caller, parent], items, req, "OrganizationalUnits")
+    if operation == "ListRoots":
+        items = [{"Id": org.root, "Arn": org.arn("root", org.root), "Name": "Root", "PolicyTypes": []}]
+        return org_page(operation, [caller], items, req, "Roots")
+    if operation == "ListTagsForResource":
+        resource = req.get("ResourceId")
+        if not resource:
+            raise OrgError("InvalidInputException", "You must specify a value for ResourceId.", "INPUT_REQUIRED")
+        if not isinstance(resource, str) or not (ACCOUNT_ID_RE.fullmatch(resource) or ROOT_ID_RE.fullmatch(resource) or OU_ID_RE.fullmatch(resource)):
+            raise OrgError("InvalidInputException", f"The ResourceId {resource!r} does not match the required pattern.", "INVALID_PATTERN")
+        if resource not in org.accounts and resource not in org.ous and resource != org.root:
+            raise OrgError("TargetNotFoundException", "We can't find a root, OU, account, or policy with the TargetId that you specified.")
+        items = [{"Key": k, "Value": v} for k, v in org.tags.get(resource, {}).items()]
+        # No MaxResults in its input: AWS chooses the page size.
+        return org_page(operation, [caller, resource], items, req, "Tags", paged_by_caller=False)
+    if operation == "DescribeAccount":
+        account_id = req.get("AccountId")
+        if not isinstance(account_id, str) or account_id not in org.accounts:
+            raise OrgError("AccountNotFoundException", "We can't find an AWS account with the AccountId that you specified.")
+        return {"Account": org.account_item(org.accounts[account_id])}
+    raise OrgError("InvalidInputException", f"{operation} is not served by the test server", "INVALID_ENUM")
 
 
 # --- Service Quotas data -------------------------------------------------------------------

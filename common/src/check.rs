@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::api::{CollectError, Collector};
 use crate::aws::{self, AwsContext};
 use crate::config::Config;
+use crate::discovery;
 use crate::metrics::Metrics;
 use crate::scheduler::{self, Job};
 
@@ -84,10 +85,21 @@ pub(crate) async fn run(
     // Counters nobody scrapes: the clients need them.
     let metrics = Metrics::new("", "").map_err(|e| e.to_string())?;
     let aws = AwsContext::new(metrics.aws.clone());
-    let targets = aws::build_targets(config, &aws)
+    let discovered = match discovery::Settings::of(config) {
+        Some(settings) => {
+            let members = discovery::discover(&settings, &aws)
+                .await
+                .map_err(|e| format!("cannot discover accounts: {e}"))?;
+            discovery::accounts(&settings, &members)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        None => Vec::new(),
+    };
+    let built = aws::build_targets(config, &aws, &discovered)
         .await
         .map_err(|e| e.to_string())?;
-    let jobs = scheduler::plan(collectors, &targets, config, &aws);
+    let jobs = scheduler::plan(collectors, &built.targets, config, &aws);
     Ok(collect_all(jobs).await)
 }
 

@@ -28,6 +28,7 @@ mod check;
 mod cli;
 mod config;
 mod connections;
+mod discovery;
 mod limits;
 // Limit resolution against the local AWS test server: it uses aws, metrics and
 // snapshot, so it lives above them, not inside limits.
@@ -196,7 +197,7 @@ async fn serve(
         collectors,
         aws,
         snapshot.clone(),
-        metrics.reload.clone(),
+        &metrics,
     )
     .await?;
     tracing::info!(

@@ -13,10 +13,10 @@ use bytes::Bytes;
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
 use prometheus::{
-    Encoder, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::config::format_duration;
+use crate::config::{format_duration, AccountConfig, TagKey};
 use crate::snapshot::{Entry, Pieces, Snapshot};
 
 /// Counters of AWS API requests and errors, by service and operation.
@@ -63,12 +63,59 @@ impl ReloadGauges {
     }
 }
 
+/// How account discovery went: only present while the config has `organization`.
+#[derive(Debug, Clone)]
+pub(crate) struct DiscoveryGauges {
+    success: GaugeVec,
+    accounts: GaugeVec,
+    duration: GaugeVec,
+    last_success: GaugeVec,
+}
+
+impl DiscoveryGauges {
+    pub(crate) fn succeeded(&self, accounts: usize, took: Duration, at: SystemTime) {
+        self.success.with_label_values(&[] as &[&str]).set(1.0);
+        self.accounts
+            .with_label_values(&[] as &[&str])
+            .set(accounts as f64);
+        self.duration
+            .with_label_values(&[] as &[&str])
+            .set(took.as_secs_f64());
+        self.last_success.with_label_values(&[] as &[&str]).set(
+            at.duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+    }
+
+    /// A failed discovery: the account count and last success stay as they were.
+    pub(crate) fn failed(&self, took: Duration) {
+        self.success.with_label_values(&[] as &[&str]).set(0.0);
+        self.duration
+            .with_label_values(&[] as &[&str])
+            .set(took.as_secs_f64());
+    }
+
+    /// Discovery is off: its series go.
+    pub(crate) fn clear(&self) {
+        for g in [
+            &self.success,
+            &self.accounts,
+            &self.duration,
+            &self.last_success,
+        ] {
+            g.reset();
+        }
+    }
+}
+
 /// The process's own metrics registry, and the last gzipped snapshot.
 #[derive(Debug, Clone)]
 pub(crate) struct Metrics {
     registry: Registry,
     pub aws: AwsCallCounters,
     pub reload: ReloadGauges,
+    pub discovery: DiscoveryGauges,
     gzipped: Arc<Mutex<Option<Gzipped>>>,
 }
 
@@ -141,6 +188,29 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(build_info))?;
+        let unlabelled = |name: &str, help: &str| -> Result<GaugeVec, prometheus::Error> {
+            let g = GaugeVec::new(Opts::new(name, help), &[])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let discovery = DiscoveryGauges {
+            success: unlabelled(
+                "aws_quota_exporter_discovery_success",
+                "Whether the last discovery of accounts with AWS Organizations succeeded (a failed one keeps the last discovered accounts).",
+            )?,
+            accounts: unlabelled(
+                "aws_quota_exporter_discovery_accounts",
+                "Accounts the last successful discovery found and selected.",
+            )?,
+            duration: unlabelled(
+                "aws_quota_exporter_discovery_duration_seconds",
+                "How long the last discovery of accounts took.",
+            )?,
+            last_success: unlabelled(
+                "aws_quota_exporter_discovery_last_success_timestamp_seconds",
+                "When the last successful discovery of accounts finished, in Unix time.",
+            )?,
+        };
         Ok(Metrics {
             registry,
             aws: AwsCallCounters { requests, errors },
@@ -148,6 +218,7 @@ impl Metrics {
                 successful,
                 success_timestamp,
             },
+            discovery,
             gzipped: Arc::new(Mutex::new(None)),
         })
     }
@@ -164,7 +235,7 @@ impl Metrics {
         let fresh: Vec<bool> = entries.iter().map(|e| e.is_fresh(now)).collect();
         if !gzip {
             let mut chunks = vec![own];
-            chunks.extend(snapshot_chunks(&entries, &fresh));
+            chunks.extend(snapshot_chunks(&entries, &fresh, &snapshot.accounts()));
             return Exposition { chunks, gzip };
         }
         let part = {
@@ -176,7 +247,11 @@ impl Metrics {
             match cached.as_ref() {
                 Some(c) if c.key == key => c.part.clone(),
                 _ => {
-                    let part = Arc::new(deflate_final(&snapshot_chunks(&entries, &key.1)));
+                    let part = Arc::new(deflate_final(&snapshot_chunks(
+                        &entries,
+                        &key.1,
+                        &snapshot.accounts(),
+                    )));
                     *cached = Some(Gzipped {
                         key,
                         part: part.clone(),
@@ -210,6 +285,27 @@ impl Metrics {
         }
         Bytes::from(buf)
     }
+}
+
+const ACCOUNT_INFO: &str = "aws_quota_account_info";
+
+/// The `aws_quota_account_info` lines of `accounts`: the name (the ID when there is
+/// none) and the selected tags, each as its `tag_` label (left out where the account
+/// has no such tag).
+pub(crate) fn account_info(accounts: &[(String, AccountConfig)], tag_keys: &[TagKey]) -> Bytes {
+    let labels: Vec<String> = tag_keys.iter().map(TagKey::label).collect();
+    let mut out = String::new();
+    for (id, account) in accounts {
+        let name = account.name.as_ref().map_or(id.as_str(), |n| n.0.as_str());
+        let mut l = vec![("account_id", id.as_str()), ("account_name", name)];
+        for (key, label) in tag_keys.iter().zip(&labels) {
+            if let Some(v) = account.tags.get(&key.0).filter(|v| !v.is_empty()) {
+                l.push((label.as_str(), v.as_str()));
+            }
+        }
+        sample(&mut out, ACCOUNT_INFO, &l, 1.0);
+    }
+    Bytes::from(out)
 }
 
 /// One entry's sample lines, per family: rendered when the entry is published, so that
@@ -341,7 +437,7 @@ fn escape(out: &mut String, s: &str, quote: bool) {
 /// The snapshot's families in name order, each its HELP and TYPE lines and the pieces
 /// of every entry (data only from fresh entries); families without a sample are left
 /// out.
-fn snapshot_chunks(entries: &[Arc<Entry>], fresh: &[bool]) -> Vec<Bytes> {
+fn snapshot_chunks(entries: &[Arc<Entry>], fresh: &[bool], accounts: &Bytes) -> Vec<Bytes> {
     // Shortest first, by duration (not by text, where "10m" sorts before "5m").
     let intervals: BTreeSet<Duration> = entries.iter().map(|e| e.refresh_interval).collect();
     let every = intervals
@@ -362,6 +458,11 @@ fn snapshot_chunks(entries: &[Arc<Entry>], fresh: &[bool]) -> Vec<Bytes> {
             .collect()
     };
     let mut families: Vec<(String, String, Vec<Bytes>)> = vec![
+        (
+            ACCOUNT_INFO.into(),
+            "Always 1, one per account; its name (from AWS Organizations or the config, else the ID) and the account tags the config selects, as tag_<key> labels. Join on account_id to show names.".into(),
+            vec![accounts.clone()],
+        ),
         (
             "aws_quota_usage".into(),
             format!("Current usage of an AWS quota. {cached}"),
@@ -757,6 +858,54 @@ mod tests {
             metrics.render(&empty, now),
             reference(&metrics, &empty, now)
         );
+    }
+
+    #[test]
+    fn account_info_names_each_account_once_with_its_selected_tags() {
+        use crate::config::{AccountName, TagKey};
+        let now = SystemTime::now();
+        let metrics = Metrics::new("1.2.3", "abc").expect("metrics");
+        let named = AccountConfig {
+            name: Some(AccountName("prod \"payments\"".into())),
+            tags: [
+                ("team", "payments"),
+                ("cost-center", "cc-1"),
+                ("other", "x"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            ..AccountConfig::default()
+        };
+        let accounts = vec![
+            ("111111111111".to_string(), named),
+            ("222222222222".to_string(), AccountConfig::default()),
+        ];
+        let keys = [TagKey("team".into()), TagKey("cost-center".into())];
+        let snapshot = snapshot(now);
+        snapshot.set_accounts(account_info(&accounts, &keys));
+        let got = metrics.render(&snapshot, now);
+        let lines: Vec<&str> = got
+            .lines()
+            .filter(|l| l.starts_with("aws_quota_account_info"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                r#"aws_quota_account_info{account_id="111111111111",account_name="prod \"payments\"",tag_team="payments",tag_cost_center="cc-1"} 1"#,
+                r#"aws_quota_account_info{account_id="222222222222",account_name="222222222222"} 1"#,
+            ]
+        );
+        assert_eq!(
+            got.matches("# TYPE aws_quota_account_info gauge").count(),
+            1
+        );
+        // The gzipped scrape is rebuilt when the accounts change.
+        let before = gunzip(&metrics.scrape(&snapshot, now, true));
+        assert!(before.contains("tag_team=\"payments\""));
+        snapshot.set_accounts(account_info(&accounts[1..], &keys));
+        let after = gunzip(&metrics.scrape(&snapshot, now, true));
+        assert!(!after.contains("111111111111\",account_name"), "{after}");
     }
 
     fn gunzip(body: &Exposition) -> String {

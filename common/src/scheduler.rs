@@ -50,6 +50,22 @@ pub(crate) struct Job {
     pub listings: Arc<SharedListings>,
 }
 
+/// Refresh tasks started per second at most when many start at once (start-up, a
+/// discovery that adds accounts): their first refreshes are spread evenly over
+/// `started / START_RATE` seconds, at most their interval, at least a second, so that
+/// a thousand accounts do not call STS and every API at the same moment, and their
+/// later refreshes, an interval apart, stay spread.
+const START_RATE: f64 = 20.0;
+
+/// When the `i`-th of `n` tasks started together makes its first refresh.
+fn first_delay(i: usize, n: usize, interval: Duration) -> Duration {
+    if n <= 1 {
+        return Duration::ZERO;
+    }
+    let window = Duration::from_secs_f64((n as f64 / START_RATE).max(1.0)).min(interval);
+    window.mul_f64(i as f64 / n as f64)
+}
+
 /// A running refresh task.
 struct Task {
     spec: JobSpec,
@@ -104,6 +120,10 @@ impl Tasks {
         let mut old = std::mem::take(&mut self.running);
         let mut changes = Changes::default();
         let mut slots = Vec::with_capacity(jobs.len());
+        let starting = jobs
+            .iter()
+            .filter(|j| !matches!(old.get(&j.key), Some(t) if t.spec == j.spec))
+            .count();
         for job in jobs {
             let job = match old.remove(&job.key) {
                 Some(task) if task.spec == job.spec => {
@@ -125,7 +145,12 @@ impl Tasks {
             };
             slots.push(job.slot.clone());
             let (key, spec, slot) = (job.key.clone(), job.spec.clone(), job.slot.clone());
-            let handle = tokio::spawn(run(job, snapshot.clone()));
+            let delay = first_delay(
+                changes.started + changes.restarted - 1,
+                starting,
+                spec.settings.refresh_interval.0,
+            );
+            let handle = tokio::spawn(run(job, snapshot.clone(), delay));
             self.running.insert(key, Task { spec, slot, handle });
         }
         for ((collector, account, _), task) in old {
@@ -205,7 +230,7 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
 
-async fn run(job: Job, snapshot: Arc<Snapshot>) {
+async fn run(job: Job, snapshot: Arc<Snapshot>, first_delay: Duration) {
     let mut entry = (*job.slot.get()).clone();
     let settings = &job.spec.settings;
     let interval = settings.refresh_interval.0;
@@ -214,8 +239,7 @@ async fn run(job: Job, snapshot: Arc<Snapshot>) {
     let mut resolver = job.resolver();
     let mut limits_due = Instant::now();
     let mut last_error: Option<&'static str> = None;
-    // Spread the first refreshes over up to a second.
-    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..1000))).await;
+    tokio::time::sleep(first_delay).await;
     loop {
         let started = Instant::now();
         if started >= limits_due {
@@ -345,7 +369,7 @@ pub(crate) fn plan(
                 key: (c.name(), t.account_id.clone(), region_label),
                 spec: JobSpec {
                     settings: settings.clone(),
-                    account: t.account.clone(),
+                    account: t.account.for_refresh(),
                     client_region: t.region.clone(),
                     aws: config.aws.clone(),
                 },
@@ -525,6 +549,59 @@ mod tests {
                 j >= Duration::from_secs(90) && j <= Duration::from_secs(110),
                 "{j:?}"
             );
+        }
+    }
+
+    #[test]
+    fn many_tasks_started_together_spread_their_first_refreshes() {
+        let five_minutes = Duration::from_secs(300);
+        // Few: within a second, evenly.
+        assert_eq!(first_delay(0, 1, five_minutes), Duration::ZERO);
+        assert_eq!(first_delay(1, 4, five_minutes), Duration::from_millis(250));
+        // 2,000 at 20 a second: over 100 s.
+        assert_eq!(
+            first_delay(1_000, 2_000, five_minutes),
+            Duration::from_secs(50)
+        );
+        assert_eq!(
+            first_delay(1_999, 2_000, five_minutes),
+            Duration::from_millis(99_950)
+        );
+        // 12,000: 600 s at that rate, but never beyond the interval.
+        assert_eq!(
+            first_delay(6_000, 12_000, five_minutes),
+            Duration::from_secs(150)
+        );
+        assert!(first_delay(11_999, 12_000, five_minutes) < five_minutes);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hundred_targets_started_at_once_refresh_first_over_five_seconds() {
+        let collector = Sleepy::new(&[0]);
+        let snapshot = Arc::new(Snapshot::default());
+        let aws = AwsContext::new(crate::metrics::Metrics::new("v", "r").expect("metrics").aws);
+        let jobs: Vec<Job> = (0..100)
+            .map(|i| {
+                let mut j = job(collector.clone(), settings(60, 30));
+                j.key.1 = format!("{i:012}");
+                j
+            })
+            .collect();
+        let t0 = Instant::now();
+        let mut tasks = Tasks::default();
+        tasks.apply(jobs, &snapshot, &aws).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let starts = collector.starts.lock().unwrap().clone();
+        assert_eq!(starts.len(), 100);
+        // 100 at 20 a second: one every 50 ms, in 5 s, never more than one at a time.
+        let mut offsets: Vec<Duration> = starts.iter().map(|s| *s - t0).collect();
+        offsets.sort();
+        assert!(offsets[0] < Duration::from_millis(10), "{:?}", offsets[0]);
+        assert!(
+            offsets[99] >= Duration::from_millis(4_900) && offsets[99] < Duration::from_secs(5)
+        );
+        for pair in offsets.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(49), "{pair:?}");
         }
     }
 

@@ -157,6 +157,10 @@ pub(crate) struct Snapshot {
     /// Set once every entry has been refreshed; a reload that adds targets does not
     /// take readiness back (their series appear when they are refreshed).
     ready: AtomicBool,
+    /// Set while the targets are not all known yet (the first account discovery).
+    held: AtomicBool,
+    /// The `aws_quota_account_info` lines of the accounts in force.
+    accounts: RwLock<Bytes>,
 }
 
 impl Snapshot {
@@ -218,10 +222,41 @@ impl Snapshot {
         self.slots().iter().map(|s| s.get()).collect()
     }
 
+    /// Readiness waits until `release` (the targets are not all known yet).
+    pub(crate) fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn release(&self) {
+        self.held.store(false, Ordering::SeqCst);
+    }
+
+    /// Sets the account info lines.
+    pub(crate) fn set_accounts(&self, lines: Bytes) {
+        {
+            let mut g = match self.accounts.write() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            *g = lines;
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn accounts(&self) -> Bytes {
+        match self.accounts.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// True once every entry has been refreshed at least once, and from then on.
     pub(crate) fn ready(&self) -> bool {
         if self.ready.load(Ordering::SeqCst) {
             return true;
+        }
+        if self.held.load(Ordering::SeqCst) {
+            return false;
         }
         let ready = self.all().iter().all(|e| e.attempted);
         if ready {

@@ -19,7 +19,7 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 
 use crate::api::{AwsService, ClientParts, ClientSource, CollectError, ResourceSelection, Target};
-use crate::config::{AccountConfig, Config};
+use crate::config::{AccountConfig, AwsConfig, Config, ExternalId, RoleArn, SessionName};
 use crate::metrics::AwsCallCounters;
 use crate::ratelimit::{RateLimiter, User};
 use counting::CountingInterceptor;
@@ -93,7 +93,7 @@ impl AwsContext {
 
     /// The parts of a client of `service` for `sdk`, counted, behind the limiter of
     /// (`account`, the SDK config's region, `service`).
-    fn parts(
+    pub(crate) fn parts(
         &self,
         sdk: SdkConfig,
         account: &str,
@@ -151,7 +151,8 @@ impl ClientSource for TargetClients {
     }
 }
 
-fn in_region(sdk: &SdkConfig, region: &str) -> SdkConfig {
+/// `sdk` with its clients in `region`.
+pub(crate) fn in_region(sdk: &SdkConfig, region: &str) -> SdkConfig {
     if sdk.region().map(|r| r.as_ref()) == Some(region) {
         sdk.clone()
     } else {
@@ -215,76 +216,122 @@ pub(crate) enum TargetError {
     Identity { index: usize, source: CollectError },
     #[error("accounts[{index}]: account {account_id} is listed twice")]
     Duplicate { index: usize, account_id: String },
+    #[error("discovered accounts: {0}")]
+    Discovery(String),
 }
 
-/// Builds the (account, region) targets of a config: the standard AWS environment
-/// (`AWS_ENDPOINT_URL`, `AWS_PROFILE`, web identity, instance roles) for the base
-/// credentials, and an assumed role per account where one is given.
-pub(crate) async fn build_targets(
-    config: &Config,
-    aws: &Arc<AwsContext>,
-) -> Result<Vec<TargetSpec>, TargetError> {
+/// The base SDK config of `settings`: the standard AWS environment
+/// (`AWS_ENDPOINT_URL`, `AWS_PROFILE`, web identity, instance roles), the retries and
+/// timeouts of the config, credentials refreshed before they expire.
+pub(crate) async fn base_sdk(settings: &AwsConfig) -> SdkConfig {
     let retry = RetryConfig::standard()
-        .with_max_attempts(config.aws.max_attempts.0)
-        .with_initial_backoff(config.aws.initial_backoff.0)
+        .with_max_attempts(settings.max_attempts.0)
+        .with_initial_backoff(settings.initial_backoff.0)
         .with_max_backoff(Duration::from_secs(20));
-    let attempt = config.aws.attempt_timeout.0;
+    let attempt = settings.attempt_timeout.0;
     let timeouts = TimeoutConfig::builder()
         .operation_attempt_timeout(attempt)
         .connect_timeout(attempt.min(Duration::from_secs(5)))
         .build();
-    let base = aws_config::defaults(BehaviorVersion::latest())
+    aws_config::defaults(BehaviorVersion::latest())
         .http_client(default_http_client())
         .retry_config(retry)
         .timeout_config(timeouts)
         .identity_cache(identity_cache())
         .load()
-        .await;
-    let regions: Vec<String> = match &config.regions {
-        Some(r) => r.0.iter().map(|r| r.0.clone()).collect(),
-        None => vec![base.region().ok_or(TargetError::NoRegion)?.to_string()],
+        .await
+}
+
+/// The regions of a config: the listed ones, else the base config's region.
+pub(crate) fn regions(config: &Config, base: &SdkConfig) -> Result<Vec<String>, TargetError> {
+    match &config.regions {
+        Some(r) => Ok(r.0.iter().map(|r| r.0.clone()).collect()),
+        None => Ok(vec![base
+            .region()
+            .ok_or(TargetError::NoRegion)?
+            .to_string()]),
+    }
+}
+
+/// `base` with the credentials of `role_arn`, assumed through STS in `home` (counted
+/// and rate-limited like every client), renewed before they expire.
+pub(crate) fn assumed(
+    aws: &AwsContext,
+    base: &SdkConfig,
+    home: &str,
+    role_arn: &RoleArn,
+    external_id: Option<&ExternalId>,
+    session_name: Option<&SessionName>,
+) -> SdkConfig {
+    let sts = Sts::build(aws.parts(
+        in_region(base, home),
+        role_arn.account_id(),
+        Sts::SERVICE_CODE,
+        STS_USER,
+        STS_RATE,
+    ));
+    let provider = AssumeRoleCredentials {
+        sts,
+        role_arn: role_arn.0.clone(),
+        external_id: external_id.map(|e| e.0.clone()),
+        session_name: session_name.map_or_else(|| "headroom".to_string(), |s| s.0.clone()),
     };
+    base.to_builder()
+        .credentials_provider(SharedCredentialsProvider::new(provider))
+        .identity_cache(identity_cache())
+        .build()
+}
+
+/// The targets of a config, and the accounts they are in.
+pub(crate) struct Targets {
+    pub targets: Vec<TargetSpec>,
+    /// Every account once, in order: its ID and its settings (name and tags included).
+    pub accounts: Vec<(String, AccountConfig)>,
+}
+
+/// Builds the (account, region) targets of a config: the base credentials, an assumed
+/// role per account where one is given, and after the listed accounts the `discovered`
+/// ones (a listed account wins over a discovered one with its ID).
+pub(crate) async fn build_targets(
+    config: &Config,
+    aws: &Arc<AwsContext>,
+    discovered: &[AccountConfig],
+) -> Result<Targets, TargetError> {
+    let base = base_sdk(&config.aws).await;
+    let regions = regions(config, &base)?;
     let home = regions[0].clone();
-    let default_account = [AccountConfig::default()];
-    let accounts = config
+    // With discovery and no list, the discovered accounts are all there is.
+    let default_account = if config.organization.is_some() {
+        Vec::new()
+    } else {
+        vec![AccountConfig::default()]
+    };
+    let listed = config
         .accounts
         .as_ref()
         .map_or(&default_account[..], |a| &a.0[..]);
+    let mut accounts: Vec<(String, AccountConfig)> = Vec::new();
     let mut targets = Vec::new();
-    for (index, account) in accounts.iter().enumerate() {
-        let home_sdk = in_region(&base, &home);
+    for (index, account) in listed.iter().chain(discovered).enumerate() {
+        let is_listed = index < listed.len();
         let (account_id, sdk) = match &account.role_arn {
             Some(arn) => {
-                let role_account = arn.account_id().to_string();
-                let sts = Sts::build(aws.parts(
-                    home_sdk,
-                    &role_account,
-                    Sts::SERVICE_CODE,
-                    STS_USER,
-                    STS_RATE,
-                ));
-                let provider = AssumeRoleCredentials {
-                    sts,
-                    role_arn: arn.0.clone(),
-                    external_id: account.external_id.as_ref().map(|e| e.0.clone()),
-                    session_name: account
-                        .session_name
-                        .as_ref()
-                        .map_or_else(|| "headroom".to_string(), |s| s.0.clone()),
-                };
-                let sdk = base
-                    .to_builder()
-                    .credentials_provider(SharedCredentialsProvider::new(provider))
-                    .identity_cache(identity_cache())
-                    .build();
-                (role_account, sdk)
+                let sdk = assumed(
+                    aws,
+                    &base,
+                    &home,
+                    arn,
+                    account.external_id.as_ref(),
+                    account.session_name.as_ref(),
+                );
+                (arn.account_id().to_string(), sdk)
             }
             None => {
                 let id = match &account.account_id {
                     Some(id) => id.0.clone(),
                     None => {
                         let sts = Sts::build(aws.parts(
-                            home_sdk,
+                            in_region(&base, &home),
                             "default",
                             Sts::SERVICE_CODE,
                             STS_USER,
@@ -298,11 +345,19 @@ pub(crate) async fn build_targets(
                 (id, base.clone())
             }
         };
-        if targets
-            .iter()
-            .any(|t: &TargetSpec| t.account_id == account_id)
-        {
-            return Err(TargetError::Duplicate { index, account_id });
+        if let Some((_, first)) = accounts.iter_mut().find(|(id, _)| *id == account_id) {
+            if is_listed {
+                return Err(TargetError::Duplicate { index, account_id });
+            }
+            // A discovered account that is also listed: the listed entry wins, and
+            // takes the discovered name and tags where it sets none.
+            if first.name.is_none() {
+                first.name = account.name.clone();
+            }
+            for (k, v) in &account.tags {
+                first.tags.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            continue;
         }
         for region in &regions {
             targets.push(TargetSpec {
@@ -312,8 +367,9 @@ pub(crate) async fn build_targets(
                 account: account.clone(),
             });
         }
+        accounts.push((account_id, account.clone()));
     }
-    Ok(targets)
+    Ok(Targets { targets, accounts })
 }
 
 /// A target of the default account on a local AWS test server, built as production

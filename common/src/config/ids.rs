@@ -67,10 +67,58 @@ validated_string!(
     check_external_id
 );
 
+validated_string!(
+    /// The name of the role to assume in every discovered account, with its path if it
+    /// has one (`headroom-reader`, `ops/headroom-reader`).
+    RoleName,
+    check_role_name
+);
+validated_string!(
+    /// An AWS Organizations root (`r-…`) or organizational unit (`ou-…-…`) ID.
+    ParentId,
+    check_parent_id
+);
+validated_string!(
+    /// An AWS tag key (1 to 128 characters), whose value becomes a label.
+    TagKey,
+    check_tag_key
+);
+validated_string!(
+    /// A display name for an account: 1 to 128 printable characters.
+    AccountName,
+    check_account_name
+);
+
+impl RoleName {
+    /// The role's ARN in `account` of `partition`.
+    pub(crate) fn arn(&self, partition: &str, account: &str) -> RoleArn {
+        RoleArn(format!("arn:{partition}:iam::{account}:role/{}", self.0))
+    }
+}
+
+impl TagKey {
+    /// The label that carries this tag's value: `tag_` and the key, every character
+    /// that a label name may not hold replaced by `_` (`cost-center`: `tag_cost_center`).
+    pub(crate) fn label(&self) -> String {
+        let mut out = String::from("tag_");
+        out.extend(
+            self.0
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
+        );
+        out
+    }
+}
+
 impl RoleArn {
     /// The account ID inside the ARN (validated at parse time).
     pub(crate) fn account_id(&self) -> &str {
         self.0.split(':').nth(4).unwrap_or_default()
+    }
+
+    /// The partition inside the ARN (validated at parse time).
+    pub(crate) fn partition(&self) -> &str {
+        self.0.split(':').nth(1).unwrap_or_default()
     }
 }
 
@@ -123,6 +171,65 @@ fn check_role_arn(s: &str) -> Result<(), String> {
         return bad("the role path is longer than 512 characters");
     }
     Ok(())
+}
+
+fn check_role_name(s: &str) -> Result<(), String> {
+    // The same rules as the resource of a role ARN, in an ARN of a valid account.
+    check_role_arn(&format!("arn:aws:iam::000000000000:role/{s}"))
+        .map_err(|_| {
+            let shown: String = s.chars().take(80).collect();
+            format!("invalid role name {shown:?}: letters, digits and +=,.@_-, at most 64, optionally under a path (ops/headroom)")
+        })
+        .and_then(|()| {
+            if s.starts_with('/') {
+                Err("invalid role name: write the path without a leading /".into())
+            } else {
+                Ok(())
+            }
+        })
+}
+
+fn check_parent_id(s: &str) -> Result<(), String> {
+    let lower_alnum = |p: &str, min: usize| {
+        (min..=32).contains(&p.len())
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    let ok = match s.split('-').collect::<Vec<_>>()[..] {
+        ["r", root] => lower_alnum(root, 4),
+        ["ou", root, unit] => lower_alnum(root, 4) && lower_alnum(unit, 8),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = s.chars().take(80).collect();
+        Err(format!(
+            "invalid organizational unit {shown:?}: expected an OU ID (ou-ab12-cdef3456) or a root ID (r-ab12)"
+        ))
+    }
+}
+
+fn check_tag_key(s: &str) -> Result<(), String> {
+    if (1..=128).contains(&s.chars().count()) && !s.starts_with("aws:") {
+        Ok(())
+    } else {
+        let shown: String = s.chars().take(80).collect();
+        Err(format!(
+            "invalid tag key {shown:?}: 1 to 128 characters, not starting with aws:"
+        ))
+    }
+}
+
+fn check_account_name(s: &str) -> Result<(), String> {
+    if (1..=128).contains(&s.chars().count()) && !s.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid account name: {} characters, expected 1 to 128 printable ones",
+            s.chars().count()
+        ))
+    }
 }
 
 /// An STS external ID: 2 to 1,224 of `[\w+=,.@:/-]`, as AssumeRole accepts.

@@ -16,7 +16,10 @@ use serde::Deserialize;
 
 use crate::api::{Collector, Defaults, QuotaSpec};
 
-pub(crate) use ids::{AccountId, ExternalId, Region, RoleArn, SessionName, SourceName};
+pub(crate) use ids::{
+    AccountId, AccountName, ExternalId, ParentId, Region, RoleArn, RoleName, SessionName,
+    SourceName, TagKey,
+};
 pub(crate) use pattern::Pattern;
 pub(crate) use thresholds::{Policy, ThresholdMap};
 pub(crate) use values::{
@@ -50,6 +53,66 @@ pub(crate) struct Config {
     /// How AWS calls are retried and timed out.
     #[serde(default)]
     pub aws: AwsConfig,
+    /// Member accounts discovered with AWS Organizations, besides (or instead of) the
+    /// listed ones.
+    #[serde(default)]
+    pub organization: Option<OrganizationConfig>,
+    /// Account tags shown as labels of `aws_quota_account_info` (`team`: `tag_team`).
+    #[serde(default)]
+    pub account_tags: Vec<TagKey>,
+}
+
+/// At most this many account tags become labels: every series of
+/// `aws_quota_account_info` carries each of them.
+pub(crate) const MAX_ACCOUNT_TAGS: usize = 10;
+
+/// Discovery of member accounts with AWS Organizations, from the management account or
+/// a delegated administrator.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrganizationConfig {
+    /// The role assumed in every discovered account.
+    pub role_name: RoleName,
+    #[serde(default)]
+    pub external_id: Option<ExternalId>,
+    #[serde(default)]
+    pub session_name: Option<SessionName>,
+    /// Only the accounts under these OUs or roots, at any depth; default: every account
+    /// of the organization.
+    #[serde(default)]
+    pub organizational_units: Vec<ParentId>,
+    /// Never these accounts.
+    #[serde(default)]
+    pub exclude_accounts: Vec<AccountId>,
+    /// Only accounts with every one of these tags, by key, with a value that matches
+    /// the pattern (`*` any value).
+    #[serde(default)]
+    pub require_tags: BTreeMap<TagKey, Pattern>,
+    /// How often the organization is read again.
+    #[serde(default = "OrganizationConfig::default_interval")]
+    pub discovery_interval: Dur,
+    /// A role to assume for the Organizations calls (in the management account or a
+    /// delegated administrator); default: the base credentials.
+    #[serde(default)]
+    pub role_arn: Option<RoleArn>,
+    /// Organizations requests per second.
+    #[serde(default = "OrganizationConfig::default_rate")]
+    pub rate_limit: Rate,
+}
+
+impl OrganizationConfig {
+    fn default_interval() -> Dur {
+        Dur(Duration::from_secs(3600))
+    }
+
+    fn default_rate() -> Rate {
+        Rate(5.0)
+    }
+
+    /// Whether discovery reads each account's tags (to select accounts or label them).
+    pub(crate) fn reads_tags(&self, account_tags: &[TagKey]) -> bool {
+        !self.require_tags.is_empty() || !account_tags.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
@@ -77,6 +140,24 @@ pub(crate) struct AccountConfig {
     /// the collector's own `usage_source`.
     #[serde(default)]
     pub usage_source: Option<SourceName>,
+    /// The account's name on `aws_quota_account_info`; default: from Organizations
+    /// when discovered, else the ID.
+    #[serde(default)]
+    pub name: Option<AccountName>,
+    /// The account's tags, for the labels `account_tags` selects.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl AccountConfig {
+    /// What a refresh of the account depends on: its name and tags only label it.
+    pub(crate) fn for_refresh(&self) -> AccountConfig {
+        AccountConfig {
+            name: None,
+            tags: BTreeMap::new(),
+            ..self.clone()
+        }
+    }
 }
 
 /// One collector's settings as the file writes them: a key left out takes the
@@ -466,12 +547,91 @@ impl Config {
                 }
             }
         }
+        self.validate_accounts_labels()?;
+        if let Some(org) = &self.organization {
+            self.validate_organization(org)?;
+        }
+        Ok(())
+    }
+
+    fn validate_accounts_labels(&self) -> Result<(), String> {
+        if self.account_tags.len() > MAX_ACCOUNT_TAGS {
+            return Err(format!(
+                "account_tags: {} tags, at most {MAX_ACCOUNT_TAGS} (each is a label of every account's series)",
+                self.account_tags.len()
+            ));
+        }
+        let mut labels = BTreeMap::new();
+        for (i, key) in self.account_tags.iter().enumerate() {
+            if let Some(first) = labels.insert(key.label(), i) {
+                return Err(format!(
+                    "account_tags[{i}]: {:?} gives the label {}, as account_tags[{first}] does",
+                    key.0,
+                    key.label()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_organization(&self, org: &OrganizationConfig) -> Result<(), String> {
+        let slowest_wait = 1.0 / org.rate_limit.0;
+        if slowest_wait >= self.aws.attempt_timeout.0.as_secs_f64() {
+            return Err(format!(
+                "organization.rate_limit: at {} requests per second a request may wait {slowest_wait:.0}s for its turn, longer than aws.attempt_timeout ({})",
+                org.rate_limit.0, self.aws.attempt_timeout
+            ));
+        }
+        for (key, list) in [
+            (
+                "organizational_units",
+                org.organizational_units
+                    .iter()
+                    .map(|p| &p.0)
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "exclude_accounts",
+                org.exclude_accounts.iter().map(|a| &a.0).collect(),
+            ),
+        ] {
+            let mut seen = BTreeSet::new();
+            for (i, v) in list.into_iter().enumerate() {
+                if !seen.insert(v) {
+                    return Err(format!("organization.{key}[{i}]: {v} is listed twice"));
+                }
+            }
+        }
+        // The partition of the discovered accounts' roles is the regions'; a role for
+        // the Organizations calls in another one could never reach them.
+        if let (Some(arn), Some(regions)) = (&org.role_arn, &self.regions) {
+            let partition = partition_of(&regions.0[0].0);
+            if arn.partition() != partition {
+                return Err(format!(
+                    "organization.role_arn: {} is in partition {}, the regions are in {partition}",
+                    arn.0,
+                    arn.partition()
+                ));
+            }
+        }
         Ok(())
     }
 
     /// The settings of one collector, its defaults filled in.
     pub(crate) fn collector(&self, name: &str) -> CollectorConfig {
         self.resolved.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// The AWS partition of a region: `aws-cn` for China, `aws-us-gov` for GovCloud,
+/// `aws` otherwise.
+pub(crate) fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
     }
 }
 
@@ -866,6 +1026,75 @@ aws:
             e.contains("accounts[0].usage_source") && e.contains("no collector of this exporter"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn organization_discovery_is_configured_and_checked() {
+        let c = Config::parse(
+            r#"
+organization:
+  role_name: ops/headroom-reader
+  external_id: ext-123
+  organizational_units: [r-ab12, ou-ab12-cdef3456]
+  exclude_accounts: ["111111111111"]
+  require_tags: {env: "prod*"}
+  discovery_interval: 30m
+  role_arn: arn:aws:iam::999999999999:role/org-reader
+account_tags: [team, cost-center]
+accounts:
+  - account_id: "222222222222"
+    name: prod-payments
+    tags: {team: payments}
+regions: [eu-west-1]
+"#,
+            &q(),
+        )
+        .expect("valid");
+        let org = c.organization.clone().expect("organization");
+        assert_eq!(org.discovery_interval.0, Duration::from_secs(1800));
+        assert_eq!(org.rate_limit, Rate(5.0), "the default");
+        assert_eq!(
+            org.role_name.arn("aws-cn", "333333333333").0,
+            "arn:aws-cn:iam::333333333333:role/ops/headroom-reader"
+        );
+        assert!(org.reads_tags(&[]));
+        let labels: Vec<String> = c.account_tags.iter().map(TagKey::label).collect();
+        assert_eq!(labels, ["tag_team", "tag_cost_center"]);
+        let accounts = c.accounts.clone().expect("accounts").0;
+        assert_eq!(
+            accounts[0].name.as_ref().map(|n| n.0.as_str()),
+            Some("prod-payments")
+        );
+        assert_eq!(
+            accounts[0].for_refresh().name,
+            None,
+            "a name does not restart refreshes"
+        );
+        let minimal = Config::parse("organization:\n  role_name: r\n", &q()).expect("valid");
+        let org = minimal.organization.expect("organization");
+        assert_eq!(org.discovery_interval.0, Duration::from_secs(3600));
+        assert!(!org.reads_tags(&[]));
+
+        let too_many: Vec<String> = (0..11).map(|i| format!("t{i}")).collect();
+        for (yaml, key, what) in [
+            ("organization: {}\n".to_string(), "organization", "missing field `role_name`"),
+            ("organization:\n  role_name: \"/r\"\n".into(), "organization.role_name", "leading /"),
+            ("organization:\n  role_name: \"a b\"\n".into(), "organization.role_name", "invalid role name"),
+            ("organization:\n  role_name: r\n  organizational_units: [ou-12]\n".into(), "organization.organizational_units[0]", "expected an OU ID"),
+            ("organization:\n  role_name: r\n  exclude_accounts: [\"1\"]\n".into(), "organization.exclude_accounts[0]", "12 digits"),
+            ("organization:\n  role_name: r\n  exclude_accounts: [\"111111111111\", \"111111111111\"]\n".into(), "organization.exclude_accounts[1]", "listed twice"),
+            ("organization:\n  role_name: r\n  colour: red\n".into(), "organization", "unknown field `colour`"),
+            ("organization:\n  role_name: r\n  discovery_interval: 0s\n".into(), "organization.discovery_interval", "more than zero"),
+            ("organization:\n  role_name: r\n  rate_limit: 0.01\n".into(), "organization.rate_limit", "attempt_timeout"),
+            ("organization:\n  role_name: r\n  require_tags: {\"aws:x\": a}\n".into(), "organization.require_tags", "not starting with aws:"),
+            ("organization:\n  role_name: r\n  role_arn: arn:aws:iam::999999999999:role/x\nregions: [cn-north-1]\n".into(), "organization.role_arn", "partition aws, the regions are in aws-cn"),
+            (format!("account_tags: [{}]\n", too_many.join(", ")), "account_tags", "at most 10"),
+            ("account_tags: [cost-center, cost_center]\n".into(), "account_tags[1]", "tag_cost_center"),
+            ("accounts:\n  - name: \"\"\n".into(), "accounts[0].name", "1 to 128"),
+        ] {
+            let e = err(&yaml);
+            assert!(e.contains(key) && e.contains(what), "{yaml:?}: {e}");
+        }
     }
 
     #[test]

@@ -40,7 +40,7 @@ variable "ecr_lifecycle_policies" {
 }
 
 variable "role_name" {
-  description = "Name of the reader role. The exporter's own policy (deploy/iam/assume-role-policy.json) allows assuming roles named headroom-reader; change both together."
+  description = "Name of the reader role. The exporter's own policy (deploy/iam/assume-role-policy.json) allows assuming roles named headroom-reader; change both together (and organization.role_name in the exporters' config, with account discovery)."
   type        = string
   default     = "headroom-reader"
 }
