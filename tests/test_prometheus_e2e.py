@@ -110,7 +110,10 @@ COLLECTORS = {
 
 def exporter_configs() -> dict[str, tuple[str, dict]]:
     """binary -> (Prometheus job name, config) for every exporter of the workspace."""
-    base = {"accounts": [{}, {"role_arn": ROLE_B}], "regions": REGIONS, "aws": fast_retries()}
+    # Account A is named and tagged in every exporter's config, as Organizations would
+    # name a discovered account: the alerts must say the name and carry the team.
+    named = {"name": ACCOUNT_A_NAME, "tags": {"team": "payments"}}
+    base = {"accounts": [named, {"role_arn": ROLE_B}], "account_tags": ["team"], "regions": REGIONS, "aws": fast_retries()}
     return {e.binary: (e.short, {**base, "collectors": COLLECTORS.get(e.short, {})}) for e in EXPORTERS}
 
 
@@ -175,12 +178,17 @@ def test_the_recording_rule_gives_the_ratio(stack):
     assert float(got[0]["value"][1]) == pytest.approx(0.85)
     # Scrape-target labels are dropped; the data labels stay (an empty `resource` is
     # no label at all in Prometheus).
+    # The account's name and team come from aws_quota_account_info.
     labels = set(got[0]["metric"])
-    assert {"__name__", "account_id", "aws_region", "service_code", "quota_code", "quota_name"} <= labels
-    assert labels <= {"__name__", "account_id", "aws_region", "service_code", "quota_code", "quota_name", "resource"}
+    assert {"__name__", "account_id", "aws_region", "service_code", "quota_code", "quota_name", "account_name", "tag_team"} <= labels
+    assert labels <= {"__name__", "account_id", "aws_region", "service_code", "quota_code", "quota_name", "resource", "account_name", "tag_team"}
+    assert got[0]["metric"]["account_name"] == ACCOUNT_A_NAME and got[0]["metric"]["tag_team"] == "payments"
+    [b] = p.query(f'{RATIO_RULE}{{account_id="{ACCOUNT_B}",service_code="ssm",quota_code="standard_parameters",aws_region="eu-west-1"}}')
+    assert b["metric"]["account_name"] == ACCOUNT_B and "tag_team" not in b["metric"]
     # One ratio per quota series the exporters expose, each usage / limit.
     usage = p.query("aws_quota_usage")
-    ratios = {tuple(sorted((k, v) for k, v in r["metric"].items() if k != "__name__")): float(r["value"][1]) for r in p.query(RATIO_RULE)}
+    joined = ("__name__", "account_name", "tag_team")
+    ratios = {tuple(sorted((k, v) for k, v in r["metric"].items() if k not in joined)): float(r["value"][1]) for r in p.query(RATIO_RULE)}
     assert len(ratios) == len(usage)
     for r in p.query("aws_quota_usage / ignoring (instance, job) aws_quota_limit"):
         key = tuple(sorted((k, v) for k, v in r["metric"].items() if k not in ("instance", "job")))
@@ -197,6 +205,7 @@ def alerts(p: Prometheus) -> list[dict]:
     return p.api("alerts")["alerts"]
 
 
+ACCOUNT_A_NAME = "prod-payments"
 OVERRIDDEN = {"account_id": ACCOUNT_A, "aws_region": "eu-west-1", "service_code": "ssm", "quota_code": "advanced_parameters"}
 
 
@@ -218,7 +227,9 @@ def test_almost_full_is_pending_or_firing_for_that_quota_alone(stack):
     assert {k: a["labels"][k] for k in FULL} == FULL
     assert a["labels"]["severity"] == "warning"
     assert float(a["value"]) == pytest.approx(0.85)
-    assert "85%" in a["annotations"]["description"] and ACCOUNT_A in a["annotations"]["description"]
+    assert "85%" in a["annotations"]["description"]
+    assert f"in account {ACCOUNT_A_NAME} ({ACCOUNT_A})," in a["annotations"]["description"], a["annotations"]
+    assert a["labels"]["account_name"] == ACCOUNT_A_NAME and a["labels"]["tag_team"] == "payments"
     assert a["annotations"]["runbook_url"].endswith("docs/runbook.md#awsquotaalmostfull")
     assert "threshold" not in a["annotations"]["description"]
     [o] = almost_full(p, OVERRIDDEN)
@@ -355,7 +366,8 @@ def rule_exprs() -> Iterator[tuple[str, str]]:
 
 def test_dashboards_and_rules_use_only_metrics_the_exporters_expose(stack):
     exposed = {name for e in stack.exporters.values() for name, _, _ in e.samples()}
-    allowed = exposed | recorded_names()
+    # Exposed only with an organization: section (tests/test_organizations.py scrapes it).
+    allowed = exposed | recorded_names() | {"aws_quota_exporter_discovery_success"}
     for path in DASHBOARDS:
         dashboard = json.loads(path.read_text())
         used = set()

@@ -76,7 +76,7 @@ Control API (JSON over HTTP, under /_headroom/):
                                              or latency_ms); returns {"id"}
   POST /_headroom/faults/delete             {"id"}: that fault no longer fires
   POST /_headroom/settings                  {"short_pages": bool, "token_ttl_s": seconds}
-  GET  /_headroom/log                       [{"operation","account","region","status"}]
+  GET  /_headroom/log                       [{"operation","account","region","status","at"}]
   GET  /_headroom/issued_secrets            [secret keys and session tokens AssumeRole gave out]
   POST /_headroom/roles                     {"role_arn","external_id","duration_s","deny"}: what AssumeRole
                                              of that role requires (AccessDenied without the external ID;
@@ -534,6 +534,7 @@ class Layer:
                         "region": region,
                         "status": status_box[0] if status_box else 0,
                         "fault": fault.code if fault is not None else None,
+                        "at": time.time(),
                     }
                 )
 

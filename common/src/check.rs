@@ -100,7 +100,15 @@ pub(crate) async fn run(
         .await
         .map_err(|e| e.to_string())?;
     let jobs = scheduler::plan(collectors, &built.targets, config, &aws);
-    Ok(collect_all(jobs).await)
+    let mut report = collect_all(jobs).await;
+    // The names aws_quota_account_info gives: the config's, else Organizations'.
+    for row in &mut report.quotas {
+        let named = built.accounts.iter().find(|(id, _)| *id == row.account_id);
+        if let Some(name) = named.and_then(|(_, a)| a.name.as_ref()) {
+            row.account_name = name.0.clone();
+        }
+    }
+    Ok(report)
 }
 
 async fn collect_all(jobs: Vec<Job>) -> Report {
@@ -168,7 +176,7 @@ async fn once(job: Job) -> (Vec<Row>, Option<Failure>) {
         };
         rows.push(Row {
             account_id: entry.account_id.clone(),
-            // Until accounts have names, the ID.
+            // Named in `run`, where the accounts are known.
             account_name: entry.account_id.clone(),
             region: entry.region.clone(),
             service_code: u.quota.service_code.to_string(),

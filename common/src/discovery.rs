@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::api::{pages, AwsService, ClientParts, CollectError};
+use crate::api::{pages, register_error_codes, AwsService, ClientParts, CollectError};
 use crate::aws::{self, AwsContext};
 use crate::config::{
     partition_of, AccountConfig, AccountId, AccountName, AwsConfig, Config, NonEmpty,
@@ -51,7 +51,15 @@ struct Organizations;
 impl AwsService for Organizations {
     type Client = aws_sdk_organizations::Client;
     const SERVICE_CODE: &'static str = "organizations";
+    // What the runbook tells apart: not in an organization, a wrong OU, bad input.
+    const ERROR_CODES: &'static [&'static str] = &[
+        "AWSOrganizationsNotInUseException",
+        "ParentNotFoundException",
+        "TargetNotFoundException",
+        "InvalidInputException",
+    ];
     fn build(parts: ClientParts) -> Self::Client {
+        register_error_codes(Self::ERROR_CODES);
         let config = aws_sdk_organizations::config::Builder::from(&parts.sdk)
             .interceptor(parts.interceptor)
             .http_client(parts.http_client)

@@ -9,7 +9,8 @@
 //! server               HTTP endpoints (/-/reload hands its request to reload)
 //! reload check         the configuration in force; SIGHUP and /-/reload replace it |
 //!                      --check: every collector once, a table, an exit code
-//! scheduler            one refresh task per (collector, target), kept across reloads
+//! scheduler discovery  one refresh task per (collector, target), kept across reloads |
+//!                      member accounts from AWS Organizations, on an interval
 //! aws                  targets, credentials, counted and rate-limited clients
 //! tls auth metrics     TLS, reloaded certificates | basic auth off the async workers |
 //!                      the prometheus crate: counters, rendering at refresh time

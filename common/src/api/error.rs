@@ -106,7 +106,7 @@ static REGISTERED: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
 
 /// Makes these codes labels of their own. Called when a service's client is built, so
 /// an exporter's codes are labels before its first request.
-pub(super) fn register_error_codes(codes: &'static [&'static str]) {
+pub(crate) fn register_error_codes(codes: &'static [&'static str]) {
     if codes.is_empty() {
         return;
     }

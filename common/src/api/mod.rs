@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub(crate) use error::register_error_codes;
 pub use error::{error_code_label, CollectError};
 pub use kept::PerTarget;
 pub use paging::{pages, MAX_PAGES};
