@@ -12,3 +12,5 @@ cargo build --locked --workspace --release --bins
 .venv/bin/python bench/scrape.py
 # Hostile clients: wrong-password flood, unknown users, silent connections.
 .venv/bin/python bench/web_limits.py --bin-dir target/release
+# Account discovery: 1,000 accounts of an organisation x 2 regions.
+.venv/bin/python bench/organizations.py --bin-dir target/release
