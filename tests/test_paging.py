@@ -14,7 +14,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from conftest import ACCOUNT_A, ROOT, fast_retries
+from conftest import ACCOUNT_A, ROOT, fast_retries, wait_until
 
 sys.path.insert(0, str(ROOT))
 from testserver.headroom_aws import generate_quotas  # noqa: E402
@@ -128,3 +128,30 @@ def test_tokens_are_bound_to_their_operation_and_inputs_and_expire(aws):
     token = ssm.describe_parameters(MaxResults=10)["NextToken"]
     time.sleep(0.7)
     refused(lambda: ssm.describe_parameters(MaxResults=10, NextToken=token), "InvalidNextToken")
+
+
+def test_a_listing_that_never_ends_fails_at_the_page_cap_and_counts_nothing(aws, exporter):
+    """A server that keeps returning tokens (every page past the last parameter empty,
+    with a token): the refresh stops at the page cap with an error, and no partial count
+    is exported, while the other region is counted. The cap is lowered from its default
+    of 20,000 (`aws.max_pages`, unit-tested in common's paging) so that this takes
+    seconds, not two minutes."""
+    aws.seed_ssm("eu-west-1", 120, 3)
+    aws.seed_ssm("us-east-1", 30, 0)
+    aws.post("settings", {"endless_pages": [{"operation": "DescribeParameters", "region": "eu-west-1"}]})
+    config = {
+        "regions": ["eu-west-1", "us-east-1"],
+        "collectors": {"ssm_parameters": {"rate_limit": 1000, "refresh_interval": "20m", "timeout": "15m"}},
+        "aws": {**fast_retries(), "max_pages": 300},
+    }
+    e = exporter("ssm_quota_exporter", config)
+    labels = dict(collector="ssm_parameters", account_id=ACCOUNT_A)
+    wait_until(lambda: e.value("aws_quota_exporter_collector_success", aws_region="eu-west-1", **labels) == 0, 120, "the endless listing to fail")
+    assert e.value("aws_quota_exporter_collector_success", aws_region="us-east-1", **labels) == 1
+    sent = [r for r in aws.log() if r["operation"] == "DescribeParameters" and r["region"] == "eu-west-1"]
+    assert len(sent) == 300, len(sent)
+    assert "still paging after 300 pages" in e.logs()
+    assert e.value("aws_quota_exporter_aws_request_errors_total", operation="DescribeParameters", error_code="malformed_response") is None
+    assert usage(e, aws_region="eu-west-1", quota_code="standard_parameters") is None
+    assert usage(e, aws_region="eu-west-1", quota_code="advanced_parameters") is None
+    assert usage(e, aws_region="us-east-1", quota_code="standard_parameters") == 30

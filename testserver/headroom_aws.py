@@ -75,7 +75,11 @@ Control API (JSON over HTTP, under /_headroom/):
                                              "every","times","latency_ms"} (all optional but code
                                              or latency_ms); returns {"id"}
   POST /_headroom/faults/delete             {"id"}: that fault no longer fires
-  POST /_headroom/settings                  {"short_pages": bool, "token_ttl_s": seconds}
+  POST /_headroom/settings                  {"short_pages": bool, "token_ttl_s": seconds,
+                                             "endless_pages": [{"operation","account","region"}]
+                                             (account and region optional): those listings never
+                                             end, every page past the last item is empty and
+                                             carries a token}
   GET  /_headroom/log                       [{"operation","account","region","status","at"}]
   GET  /_headroom/issued_secrets            [secret keys and session tokens AssumeRole gave out]
   POST /_headroom/roles                     {"role_arn","external_id","duration_s","deny"}: what AssumeRole
@@ -278,6 +282,8 @@ class State:
     # duration: requests signed with them after that are refused, as AWS refuses them.
     expiry: dict[str, float] = field(default_factory=dict)
     short_pages: bool = False
+    # Listings that never end: {"operation", "account"?, "region"?} (a server gone wrong).
+    endless_pages: list[dict[str, str]] = field(default_factory=list)
     # How long a pagination token of `page_window` stays valid.
     token_ttl_s: float = 900.0
     # (account, region, repository) -> digests of archived images
@@ -305,6 +311,7 @@ class State:
             self.expiry.clear()
             self.report_behaviour.clear()
             self.short_pages = False
+            self.endless_pages.clear()
             self.token_ttl_s = 900.0
 
 
@@ -434,7 +441,11 @@ def page_window(operation: str, bind: Any, total: int, size: int, token: Any) ->
     if STATE.short_pages:
         size = (0, max(1, size // 3), size)[number % 3]
     end = min(offset + size, total)
-    following = sign_token("page", operation, fingerprint, str(end), str(number + 1), repr(time.time())) if end < total else None
+    endless = any(
+        e.get("operation") == operation and e.get("account", bind[0]) == bind[0] and ("region" not in e or e["region"] in bind)
+        for e in STATE.endless_pages
+    )
+    following = sign_token("page", operation, fingerprint, str(end), str(number + 1), repr(time.time())) if end < total or endless else None
     return offset, end, following
 
 
@@ -1079,6 +1090,9 @@ class Layer:
             with STATE.lock:
                 STATE.short_pages = bool(req.get("short_pages", STATE.short_pages))
                 STATE.token_ttl_s = float(req.get("token_ttl_s", STATE.token_ttl_s))
+                if "endless_pages" in req:
+                    STATE.endless_pages = [{k: str(v) for k, v in e.items() if k in ("operation", "account", "region")}
+                                           for e in req["endless_pages"]]
             return {"ok": True}
         if action == "quotas":
             key = (req.get("account", DEFAULT_ACCOUNT), req["region"], req["service_code"], req["quota_code"])

@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::api::{pages, register_error_codes, AwsService, ClientParts, CollectError};
+use crate::api::{
+    pages, register_error_codes, with_page_cap, AwsService, ClientParts, CollectError,
+};
 use crate::aws::{self, AwsContext};
 use crate::config::{
     partition_of, AccountConfig, AccountId, AccountName, AwsConfig, Config, NonEmpty,
@@ -141,6 +143,13 @@ pub(crate) async fn accounts(
 
 /// Reads the organization once: the active accounts `settings` selects, sorted by ID.
 pub(crate) async fn discover(
+    settings: &Settings,
+    aws: &Arc<AwsContext>,
+) -> Result<Vec<Member>, CollectError> {
+    with_page_cap(settings.aws.max_pages.0, discover_capped(settings, aws)).await
+}
+
+async fn discover_capped(
     settings: &Settings,
     aws: &Arc<AwsContext>,
 ) -> Result<Vec<Member>, CollectError> {

@@ -10,7 +10,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::api::{
-    CollectError, Collected, Collector, QuotaSelection, QuotaSpec, ResourceSelection, Scope, Target,
+    with_page_cap, CollectError, Collected, Collector, QuotaSelection, QuotaSpec,
+    ResourceSelection, Scope, Target,
 };
 use crate::aws::{AwsContext, TargetSpec};
 use crate::config::{
@@ -150,7 +151,8 @@ impl Tasks {
                 starting,
                 spec.settings.refresh_interval.0,
             );
-            let handle = tokio::spawn(run(job, snapshot.clone(), delay));
+            let cap = spec.aws.max_pages.0;
+            let handle = tokio::spawn(with_page_cap(cap, run(job, snapshot.clone(), delay)));
             self.running.insert(key, Task { spec, slot, handle });
         }
         for ((collector, account, _), task) in old {

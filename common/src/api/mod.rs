@@ -16,6 +16,7 @@ use async_trait::async_trait;
 pub(crate) use error::register_error_codes;
 pub use error::{error_code_label, CollectError};
 pub use kept::PerTarget;
+pub(crate) use paging::with_page_cap;
 pub use paging::{pages, MAX_PAGES};
 pub use quota::{Collected, Fact, LimitFrom, QuotaSpec, Usage};
 pub use target::{

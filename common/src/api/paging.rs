@@ -4,10 +4,26 @@ use std::future::Future;
 
 use super::error::CollectError;
 
-/// Pages per listing at most: far above any real account (100,000 ECR images of
-/// 1,000-entry pages, 110,000 SSM parameters of 50), so a server that keeps returning
-/// tokens ends the refresh with an error instead of running forever.
+/// Pages per listing at most, unless `aws.max_pages` says otherwise: far above any
+/// real account (100,000 ECR images of 1,000-entry pages, 110,000 SSM parameters of
+/// 50), so a server that keeps returning tokens ends the refresh with an error instead
+/// of running forever.
 pub const MAX_PAGES: usize = 20_000;
+
+tokio::task_local! {
+    /// The cap in force for the task running a collector's refreshes (its `aws:`
+    /// settings); `MAX_PAGES` outside one.
+    static PAGE_CAP: usize;
+}
+
+/// Runs `fut` with `cap` pages per listing at most.
+pub(crate) async fn with_page_cap<F: Future>(cap: usize, fut: F) -> F::Output {
+    PAGE_CAP.scope(cap, fut).await
+}
+
+fn page_cap() -> usize {
+    PAGE_CAP.try_with(|cap| *cap).unwrap_or(MAX_PAGES)
+}
 
 /// Sends `request(token)` for each page, starting without a token, and hands each page
 /// to `read`, which returns the page's next token. Paging ends at a missing or empty
@@ -23,8 +39,9 @@ where
     F: FnMut(Option<String>) -> Fut,
     Fut: Future<Output = Result<P, CollectError>>,
 {
+    let cap = page_cap();
     let mut token = None;
-    for _ in 0..MAX_PAGES {
+    for _ in 0..cap {
         let page = request(token.take()).await?;
         match read(page)? {
             Some(t) if !t.is_empty() => token = Some(t),
@@ -33,7 +50,7 @@ where
     }
     Err(CollectError::malformed(
         operation,
-        format!("still paging after {MAX_PAGES} pages"),
+        format!("still paging after {cap} pages"),
     ))
 }
 
@@ -69,8 +86,8 @@ mod tests {
         assert_eq!(seen, [None, Some("a".into()), Some("b".into())]);
     }
 
-    #[tokio::test]
-    async fn a_server_that_never_stops_is_an_error() {
+    /// Pages of a server that always hands out a token: the calls made and the error.
+    async fn endless() -> (usize, CollectError) {
         let mut calls = 0;
         let e = pages(
             "ListThings",
@@ -82,8 +99,21 @@ mod tests {
         )
         .await
         .expect_err("endless");
+        (calls, e)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_stops_is_an_error() {
+        let (calls, e) = endless().await;
         assert_eq!(calls, MAX_PAGES);
         assert_eq!(e.code, "malformed_response");
         assert!(e.message.contains("still paging"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_cap_in_force_is_the_tasks() {
+        let (calls, e) = with_page_cap(7, endless()).await;
+        assert_eq!(calls, 7);
+        assert!(e.message.contains("still paging after 7 pages"), "{e}");
     }
 }

@@ -23,7 +23,7 @@ pub(crate) use ids::{
 pub(crate) use pattern::Pattern;
 pub(crate) use thresholds::{Policy, ThresholdMap};
 pub(crate) use values::{
-    format_duration, Attempts, Concurrency, Dur, LimitValue, NonEmpty, Rate, Ratio,
+    format_duration, Attempts, Concurrency, Dur, LimitValue, NonEmpty, PageCap, Rate, Ratio,
 };
 pub(crate) use yaml::{parse_yaml, read_bounded};
 
@@ -352,6 +352,9 @@ pub(crate) struct AwsConfig {
     pub initial_backoff: Dur,
     /// One attempt's time limit.
     pub attempt_timeout: Dur,
+    /// Pages per listing at most: a listing still handing out tokens after that many
+    /// pages fails the refresh instead of running on.
+    pub max_pages: PageCap,
 }
 
 impl Default for AwsConfig {
@@ -360,6 +363,7 @@ impl Default for AwsConfig {
             max_attempts: Attempts(5),
             initial_backoff: Dur(Duration::from_secs(1)),
             attempt_timeout: Dur(Duration::from_secs(30)),
+            max_pages: PageCap(crate::api::MAX_PAGES),
         }
     }
 }
@@ -764,6 +768,7 @@ aws:
             ("accounts:\n  - external_id: abc\n", "accounts[0]", "need role_arn"),
             ("regions: [eu-west-1, eu-west-1]\n", "regions[1]", "listed twice"),
             ("aws:\n  max_attempts: 0\n", "aws.max_attempts", "1 to 20"),
+            ("aws:\n  max_pages: 0\n", "aws.max_pages", "1 to 1000000"),
             ("accounts:\n  - account_id: \"222222222222\"\n  - role_arn: arn:aws:iam::222222222222:role/x\n", "accounts[1]", "listed twice"),
             ("accounts:\n  - {}\n  - {}\n", "accounts[1]", "listed twice"),
             ("collectors:\n  things:\n    rate_limit: 0.01\n", "collectors.things.rate_limit", "attempt_timeout"),

@@ -189,6 +189,23 @@ impl<'de> Deserialize<'de> for Attempts {
     }
 }
 
+/// Pages per listing at most (`aws.max_pages`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PageCap(pub usize);
+
+impl<'de> Deserialize<'de> for PageCap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        if (1..=1_000_000).contains(&v) {
+            Ok(PageCap(v as usize))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid page cap {v}: expected 1 to 1000000"
+            )))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
