@@ -162,3 +162,36 @@ def test_a_collector_can_be_disabled(aws, exporter):
     assert e.value("aws_quota_usage", quota_code=REPOS) == 1
     assert not [s for s in e.samples() if s[1].get("collector") == "ecr_images" or s[1].get("quota_code") == IMAGES]
     assert calls(e, "ListImages") == 0
+
+
+def test_collectors_with_different_rate_limits_share_the_strictest_per_region(aws, exporter):
+    """ecr_repositories at 2 requests/s and ecr_images at 1,000: one limiter per account
+    and region, at the strictest rate, so the images collector's ListImages calls are
+    spaced half a second apart too; each region has its own limiter, so the two regions
+    run side by side, not one after the other."""
+    repositories = {f"svc/r{i}": {"images": 1} for i in range(8)}
+    for region in ("eu-west-1", "us-east-1"):
+        aws.seed_ecr(region, repositories)
+    e = exporter(BIN, {
+        "regions": ["eu-west-1", "us-east-1"],
+        "collectors": {
+            "ecr_repositories": {"rate_limit": 2},
+            "ecr_images": {"rate_limit": 1000, "concurrency": 8},
+        },
+    })
+    e.wait_ready(timeout=120)
+    spans = {}
+    for region in ("eu-west-1", "us-east-1"):
+        assert e.value("aws_quota_usage", quota_code=REPOS, aws_region=region) == 8
+        sent = sorted(r["at"] for r in aws.log() if r["service"] == "ecr" and r["region"] == region)
+        # One DescribeRepositories page, shared by both collectors, and one ListImages
+        # per repository: 9 calls. A burst of one second's worth (2) goes at once, then
+        # 7 gaps of half a second; at 1,000/s they would take milliseconds, and a limiter
+        # per collector would let ListImages through at once.
+        assert len(sent) == 9, sent
+        spans[region] = (sent[0], sent[-1])
+        took = sent[-1] - sent[0]
+        assert 7 * 0.5 * 0.95 <= took < 7 * 0.5 * 1.75, (region, took)
+    # The regions overlap: neither waited for the other's limiter.
+    (a0, a1), (b0, b1) = spans.values()
+    assert min(a1, b1) - max(a0, b0) > 2, spans
