@@ -72,9 +72,12 @@ Control API (JSON over HTTP, under /_headroom/):
   POST /_headroom/metric_state              {"account","region","service_code","quota_code",
                                              "late_minutes","no_data","history_minutes"}
   POST /_headroom/faults                    {"operation","account","region","code","status",
-                                             "every","times","latency_ms"} (all optional but code
-                                             or latency_ms); returns {"id"}
-  POST /_headroom/faults/delete             {"id"}: that fault no longer fires
+                                             "every","times","latency_ms","hold"} (all optional but
+                                             code, latency_ms or hold); returns {"id"}. With "hold":
+                                             true a request it fires on waits until the fault is
+                                             deleted (at most 120 s), then is answered
+  POST /_headroom/faults/list               [{"id","seen","fired","holding"}]
+  POST /_headroom/faults/delete             {"id"}: that fault no longer fires; held requests go on
   POST /_headroom/settings                  {"short_pages": bool, "token_ttl_s": seconds,
                                              "endless_pages": [{"operation","account","region"}]
                                              (account and region optional): those listings never
@@ -140,6 +143,8 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 
 DEFAULT_ACCOUNT = "123456789012"
+# The longest a fault with "hold" keeps a request waiting.
+HOLD_LIMIT_S = 120.0
 # S3 Control operations: signed for s3 like S3's, but errors in <ErrorResponse>.
 S3_CONTROL_OPERATIONS = ("ListAccessPoints",)
 # CloudWatch's Smithy service name: the RPC v2 CBOR path segment and the JSON target prefix.
@@ -167,6 +172,10 @@ class Fault:
     every: int = 1
     times: int | None = None
     latency_ms: int = 0
+    # Requests it fires on wait until it is deleted (`released` is set).
+    hold: bool = False
+    released: threading.Event = field(default_factory=threading.Event)
+    holding: int = 0
     seen: int = 0
     fired: int = 0
 
@@ -298,6 +307,8 @@ class State:
     def reset(self) -> None:
         with self.lock:
             self.org = None
+            for f in self.faults:
+                f.released.set()
             self.faults.clear()
             self.quotas.clear()
             self.log.clear()
@@ -495,6 +506,14 @@ class Layer:
             if fault is not None:
                 if fault.latency_ms:
                     time.sleep(fault.latency_ms / 1000)
+                if fault.hold:
+                    with STATE.lock:
+                        fault.holding += 1
+                    try:
+                        fault.released.wait(HOLD_LIMIT_S)
+                    finally:
+                        with STATE.lock:
+                            fault.holding -= 1
                 if fault.code:
                     if xml:
                         s3_rest = signing_service in ("s3", "s3express") and s3_op not in S3_CONTROL_OPERATIONS
@@ -1133,14 +1152,21 @@ class Layer:
                     every=max(1, int(req.get("every", 1))),
                     times=req.get("times"),
                     latency_ms=int(req.get("latency_ms", 0)),
+                    hold=bool(req.get("hold", False)),
                 )
-                if not f.code and not f.latency_ms:
-                    raise ValueError("a fault needs code or latency_ms")
+                if not f.code and not f.latency_ms and not f.hold:
+                    raise ValueError("a fault needs code, latency_ms or hold")
                 STATE.next_fault += 1
                 STATE.faults.append(f)
             return {"id": f.id}
+        if action == "faults/list":
+            with STATE.lock:
+                return [{"id": f.id, "seen": f.seen, "fired": f.fired, "holding": f.holding} for f in STATE.faults]
         if action == "faults/delete":
             with STATE.lock:
+                for f in STATE.faults:
+                    if f.id == int(req["id"]):
+                        f.released.set()
                 STATE.faults = [f for f in STATE.faults if f.id != int(req["id"])]
             return {"ok": True}
         if action == "seed/s3":
