@@ -320,3 +320,27 @@ async fn collectors_of_one_service_share_its_listings() {
     impatient.refresh(&target, &[APPLIED], &none).await;
     assert_eq!(counted(&metrics, "ListServiceQuotas"), 5.0);
 }
+
+#[tokio::test]
+async fn a_failing_listing_keeps_the_last_values_per_resource_too() {
+    let (server, _metrics, target) = with_two_ecr_quotas().await;
+    let quotas = [APPLIED, PER_RESOURCE];
+    let mut resolver = LimitResolver::default();
+    let (_, complete) = resolver.refresh(&target, &quotas, &BTreeMap::new()).await;
+    assert!(complete);
+
+    // ListServiceQuotas fails on every attempt (not a denial: no answer at all). The
+    // last known values stay, the repository's own one included, and the lookup is
+    // incomplete, to be tried again soon.
+    server.post(
+        "faults",
+        r#"{"operation":"ListServiceQuotas","code":"ServiceUnavailableException","status":503}"#,
+    );
+    let (limits, complete) = resolver.refresh(&target, &quotas, &BTreeMap::new()).await;
+    assert!(!complete, "a lookup with no answer is incomplete");
+    assert_eq!(got(&limits, "L-AAAAAAAA"), (2000.0, LimitSource::Applied));
+    let per = limits.get(&PER_RESOURCE, "a", None);
+    assert_eq!((per.value, per.source), (9.0, LimitSource::Applied));
+    let other = limits.get(&PER_RESOURCE, "b", None);
+    assert_eq!((other.value, other.source), (500.0, LimitSource::Applied));
+}
