@@ -8,7 +8,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from conftest import ACCOUNT_A, fast_retries
+from conftest import ACCOUNT_A, fast_retries, wait_until
 
 BIN = "ecr_quota_exporter"
 REPOS, IMAGES = "L-CFEB8E8D", "L-03A36CE1"
@@ -195,3 +195,31 @@ def test_collectors_with_different_rate_limits_share_the_strictest_per_region(aw
     # The regions overlap: neither waited for the other's limiter.
     (a0, a1), (b0, b1) = spans.values()
     assert min(a1, b1) - max(a0, b0) > 2, spans
+
+
+def test_a_repository_deleted_while_the_refresh_runs_is_skipped_not_failed(aws, exporter):
+    """Listed, then deleted before its ListImages / GetLifecyclePolicy: ECR answers
+    RepositoryNotFoundException, and the refresh goes on without that repository."""
+    aws.seed_ecr("eu-west-1", {"svc/a": {"images": 3}, "svc/b": {"images": 2, "lifecycle": True}, "svc/c": {"images": 4, "lifecycle": True}})
+    # The first call of each collector after the listing waits at the server; the rest
+    # follow one at a time (concurrency 1), so every call for the deleted repository is
+    # answered after the deletion.
+    held = [aws.fault(operation=op, hold=True, times=1) for op in ("ListImages", "GetLifecyclePolicy")]
+    cfg = config(concurrency=1)
+    cfg["collectors"]["ecr_lifecycle_policies"] = {"enabled": True, "rate_limit": 1000, "concurrency": 1}
+    e = exporter(BIN, cfg)
+    wait_until(lambda: [f["holding"] for f in aws.post("faults/list")] == [1, 1], 60, "both collectors' first calls to be held")
+    ecr = boto3.client("ecr", region_name="eu-west-1", endpoint_url=aws.url, aws_access_key_id="testing", aws_secret_access_key="testing")
+    ecr.delete_repository(repositoryName="svc/c", force=True)
+    for fault in held:
+        aws.post("faults/delete", {"id": fault})
+    e.wait_ready(timeout=60)
+    for collector in ("ecr_repositories", "ecr_images", "ecr_lifecycle_policies"):
+        assert e.value("aws_quota_exporter_collector_success", collector=collector) == 1, collector
+    # Counted from the listing, as AWS counted it then.
+    assert e.value("aws_quota_usage", quota_code=REPOS) == 3
+    assert {l["resource"]: v for n, l, v in e.samples() if n == "aws_quota_usage" and l["quota_code"] == IMAGES} == {"svc/a": 3, "svc/b": 2}
+    present = {l["resource"]: v for n, l, v in e.samples() if n == "aws_quota_lifecycle_policy_present"}
+    assert present == {"svc/a": 0, "svc/b": 1}
+    assert e.value("aws_quota_exporter_aws_request_errors_total", operation="ListImages", error_code="RepositoryNotFoundException") == 1
+    assert e.value("aws_quota_exporter_aws_request_errors_total", operation="GetLifecyclePolicy", error_code="RepositoryNotFoundException") == 1
