@@ -2,9 +2,11 @@
 of the workspace (tests/exporters.py), which count sample data on the local AWS test
 server.
 
-The data puts exactly one quota above the warning threshold: standard parameters in
-eu-west-1 at 850 of a limit lowered to 1,000 by a config override (85%). Everything
-else sits far below its limit.
+The data puts one quota above the warning threshold: standard parameters in eu-west-1
+at 850 of a limit lowered to 1,000 by a config override (85%); one above its own,
+lowered warning threshold (advanced parameters); and one above the critical threshold
+(97 of 100 directory buckets in account B, us-east-1). Everything else sits far below
+its limit.
 
 Every value the tests expect (ratios, panels) is computed here from the seed and the
 limits the exporters know, never read back from Prometheus and compared with itself.
@@ -53,7 +55,8 @@ REPOSITORIES = {
 }
 # account -> region -> count.
 BUCKETS = {ACCOUNT_A: {"eu-west-1": 12, "us-east-1": 3}, ACCOUNT_B: {"eu-west-1": 2}}
-DIRECTORY_BUCKETS = {ACCOUNT_A: {"eu-west-1": 2}}
+# 97 of 100 in account B, us-east-1: the one quota above the critical threshold.
+DIRECTORY_BUCKETS = {ACCOUNT_A: {"eu-west-1": 2}, ACCOUNT_B: {"us-east-1": 97}}
 ACCESS_POINTS = {ACCOUNT_A: {"eu-west-1": 4}}
 # A metered quota in account A, eu-west-1, half used: in every query, never above a threshold.
 EC2 = {
@@ -338,15 +341,17 @@ def test_the_recording_rule_gives_the_ratio(stack):
     assert got[labels(**FULL, quota_name="Standard parameters", **ACCOUNT_LABELS[ACCOUNT_A])] == pytest.approx(0.85)
     assert got[labels(**OVERRIDDEN, quota_name="Advanced parameters", **ACCOUNT_LABELS[ACCOUNT_A])] == pytest.approx(0.00012)
     assert got[labels(**EC2_QUOTA, quota_name=EC2["quota_name"], **ACCOUNT_LABELS[ACCOUNT_A])] == pytest.approx(0.5)
-    # Exactly one quota above 80%.
+    assert got[labels(**CRITICAL, quota_name="Directory buckets", **ACCOUNT_LABELS[ACCOUNT_B])] == pytest.approx(0.97)
+    # Exactly two quotas above 80%.
     above = p.query(f"{RATIO_RULE} >= 0.8")
-    assert [{k: r["metric"][k] for k in FULL} for r in above] == [FULL]
+    assert sorted(({k: r["metric"][k] for k in FULL} for r in above), key=str) == sorted([FULL, CRITICAL], key=str)
 
 
 def alerts(p: Prometheus) -> list[dict]:
     return p.api("alerts")["alerts"]
 
 
+CRITICAL = {"account_id": ACCOUNT_B, "aws_region": "us-east-1", "service_code": "s3", "quota_code": "L-775A314D"}
 OVERRIDDEN = {"account_id": ACCOUNT_A, "aws_region": "eu-west-1", "service_code": "ssm", "quota_code": "advanced_parameters"}
 EC2_QUOTA = {"account_id": ACCOUNT_A, "aws_region": "eu-west-1", "service_code": "ec2", "quota_code": EC2["quota_code"]}
 
@@ -362,8 +367,15 @@ def test_almost_full_is_pending_or_firing_for_that_quota_alone(stack):
     p = stack.prometheus
     wait_until(lambda: almost_full(p, FULL), 120, "AwsQuotaAlmostFull")
     wait_until(lambda: almost_full(p, OVERRIDDEN), 120, "AwsQuotaAlmostFull on the lowered threshold")
-    # The quota over the default 80%, and the one over its own, lowered threshold.
-    assert len(almost_full(p, {})) == 2, almost_full(p, {})
+    wait_until(lambda: len(almost_full(p, CRITICAL)) == 2, 120, "AwsQuotaAlmostFull, warning and critical, on the fullest quota")
+    # The quota over the default 80%, the one over its own, lowered threshold, and the
+    # one over 95% (at both severities).
+    assert len(almost_full(p, {})) == 4, almost_full(p, {})
+    assert sorted(a["labels"]["severity"] for a in almost_full(p, CRITICAL)) == ["critical", "warning"]
+    [c] = [a for a in almost_full(p, CRITICAL) if a["labels"]["severity"] == "critical"]
+    assert float(c["value"]) == pytest.approx(0.97)
+    # Account B has no name but its ID, which is said once.
+    assert f"in account {ACCOUNT_B}, region us-east-1, is 97% used" in c["annotations"]["description"], c["annotations"]
     [a] = almost_full(p, FULL)
     assert a["state"] in ("pending", "firing")
     assert {k: a["labels"][k] for k in FULL} == FULL
@@ -537,7 +549,7 @@ def panel_expectations(stack: Stack) -> dict[str, Any]:
         f"{overview} 'Quotas tracked' A": {(): len(QUOTAS)},
         f"{overview} 'Quotas at or above their warning threshold' A": {(): len(warning)},
         f"{overview} 'Quotas at or above their critical threshold' A": {(): len(critical)},
-        f"{overview} 'Highest utilisation' A": {(): 0.85},
+        f"{overview} 'Highest utilisation' A": {(): fullest[0].ratio},
         f"{table} A": {q.labels(): q.usage for q in QUOTAS},
         f"{table} B": {q.labels(): q.limit for q in QUOTAS},
         f"{table} C": {q.labels(): q.ratio for q in QUOTAS},
