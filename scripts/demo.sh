@@ -112,6 +112,7 @@ for exp in "${exporters[@]}"; do
   read -r name binary port <<<"$exp"
   wait_for "${pid_of[$name]}" "$binary" "http://127.0.0.1:$port/readyz" "$logdir/$name.log"
 done
+ready_at=$(date +%s.%N)  # every exporter has its data: a scrape from now on carries it
 
 # Prometheus with the rules of alerts/ (not their unit tests), scraping every 5s.
 mkdir -p "$logdir/prometheus"
@@ -145,12 +146,17 @@ for exp in "${exporters[@]}"; do
   curl -s "http://127.0.0.1:$port/metrics"
 done | .venv/bin/python scripts/top_quotas.py 12
 echo
-# The quota alerts wait 15 minutes before firing; they are pending within seconds.
-for _ in $(seq 1 60); do
-  curl -s "http://127.0.0.1:$PROM_PORT/api/v1/alerts" | grep -q AwsQuotaAlmostFull && break
-  sleep 1
+# The quota alerts wait 15 minutes before firing; they are pending within seconds:
+# once every exporter has been scraped and every rule group evaluated on that (the
+# quota alerts after the recording rules they read), every target's alerts are in.
+# Bounded: a clear message and exit 1 rather than a demo that hangs or shows half.
+wait_args=(--prometheus "http://127.0.0.1:$PROM_PORT" --since "$ready_at" --timeout 120 --logs "$logdir")
+for exp in "${exporters[@]}"; do
+  read -r _ _ port <<<"$exp"
+  wait_args+=(--target "http://127.0.0.1:$port/metrics")
 done
-sleep 6  # one more rule evaluation, so every target's alerts are in
+for p in "${pids[@]}"; do wait_args+=(--pid "$p"); done
+.venv/bin/python scripts/wait_for_alerts.py "${wait_args[@]}" || exit
 # Still ours, all of them, before showing what they serve.
 for p in "${pids[@]}"; do
   kill -0 "$p" 2>/dev/null || { echo "demo: a process it started has exited (logs in $logdir)" >&2; exit 1; }
