@@ -159,16 +159,25 @@ impl<'de> Deserialize<'de> for Ratio {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Concurrency(pub usize);
 
+/// A whole number in `lo..=hi`, else "invalid {what} {v}: expected {lo} to {hi}".
+fn bounded<'de, D, T>(d: D, lo: T, hi: T, what: &str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + PartialOrd + std::fmt::Display,
+{
+    let v = T::deserialize(d)?;
+    if lo <= v && v <= hi {
+        Ok(v)
+    } else {
+        Err(de::Error::custom(format!(
+            "invalid {what} {v}: expected {lo} to {hi}"
+        )))
+    }
+}
+
 impl<'de> Deserialize<'de> for Concurrency {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = usize::deserialize(d)?;
-        if (1..=64).contains(&v) {
-            Ok(Concurrency(v))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid concurrency {v}: expected 1 to 64"
-            )))
-        }
+        bounded(d, 1, 64, "concurrency").map(Concurrency)
     }
 }
 
@@ -178,14 +187,7 @@ pub(crate) struct Attempts(pub u32);
 
 impl<'de> Deserialize<'de> for Attempts {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = u32::deserialize(d)?;
-        if (1..=20).contains(&v) {
-            Ok(Attempts(v))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid attempt count {v}: expected 1 to 20"
-            )))
-        }
+        bounded(d, 1, 20, "attempt count").map(Attempts)
     }
 }
 
@@ -195,14 +197,7 @@ pub(crate) struct PageCap(pub usize);
 
 impl<'de> Deserialize<'de> for PageCap {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = u64::deserialize(d)?;
-        if (1..=1_000_000).contains(&v) {
-            Ok(PageCap(v as usize))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid page cap {v}: expected 1 to 1000000"
-            )))
-        }
+        bounded(d, 1, 1_000_000, "page cap").map(PageCap)
     }
 }
 
